@@ -1,0 +1,122 @@
+"""The front door: one port for the Lambda API, the CloudWatch Logs subset and function URLs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import uuid
+from dataclasses import dataclass, field
+
+from lambdalet.api.errors import AwsError, service_error
+from lambdalet.api.function_urls import FunctionUrls, url_target
+from lambdalet.api.functions import FunctionManager
+from lambdalet.api.invoker import Invoker
+from lambdalet.api.lambda_api import LambdaApi
+from lambdalet.api.logs_api import TARGET_PREFIX, LogsApi
+from lambdalet.http11 import BodyTooLarge, HttpServer, Request, Response
+from lambdalet.scheduler import Limits, Scheduler
+from lambdalet.store import AsyncEventQueue, CodeStore, FunctionStore, LogStore, connect
+
+log = logging.getLogger("lambdalet.api")
+_CODE_PATH = re.compile(r"^/lambdalet/code/([0-9a-f]{64})\.zip$")
+
+
+@dataclass
+class Settings:
+    """`lambdalet serve` options."""
+
+    host: str = "127.0.0.1"
+    port: int = 9000
+    data_dir: str = ".lambdalet"
+    region: str = "us-east-1"
+    account: str = "000000000000"
+    max_concurrency: int = 1000
+    idle_timeout_s: float = 600.0
+    async_retry_delay_s: float = 60.0
+    interpreters: dict[str, str] = field(default_factory=dict)
+
+
+class FrontDoor:
+    """Owns the store, the scheduler and the HTTP server, and routes each request."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        data = os.path.abspath(settings.data_dir)
+        for sub in ("code", "opt", "tmp"):
+            os.makedirs(os.path.join(data, sub), exist_ok=True)
+        self.db = connect(os.path.join(data, "lambdalet.db"))
+        self.logs = LogStore(self.db)
+        self.scheduler = Scheduler(self.logs, os.path.join(data, "tmp"),
+                                   Limits(settings.max_concurrency, settings.idle_timeout_s))
+        self.functions = FunctionManager(FunctionStore(self.db), CodeStore(os.path.join(data, "code")),
+                                         settings.region, settings.account, os.path.join(data, "opt"),
+                                         settings.interpreters, "")
+        self.invoker = Invoker(self.functions, self.scheduler, AsyncEventQueue(self.db),
+                               settings.async_retry_delay_s)
+        self.lambda_api = LambdaApi(self.functions, self.invoker, self.logs)
+        self.logs_api = LogsApi(self.logs, settings.region, settings.account)
+        self.urls = FunctionUrls(self.functions, self.invoker)
+        self.http = HttpServer(self.handle)
+        self.address = ("", 0)
+
+    async def start(self) -> None:
+        self.address = await self.http.listen(self.settings.host, self.settings.port)
+        host = self.address[0]
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        self.functions.endpoint_url = f"http://{host}:{self.address[1]}"
+        self.scheduler.start_reaper()
+        self.invoker.start_worker()
+
+    async def close(self) -> None:
+        self.invoker.stop_worker()
+        self.http.close()
+        self.scheduler.shutdown()
+        self.logs.flush()
+        await asyncio.sleep(0)
+        self.db.close()
+
+    async def handle(self, req: Request, resp: Response) -> None:
+        request_id = str(uuid.uuid4())
+        try:
+            target = url_target(req)
+            if target is not None:
+                await self.urls.handle(req, resp, *target)
+                return
+            amz_target = req.headers.get("x-amz-target", "")
+            if amz_target.startswith(TARGET_PREFIX):
+                try:
+                    raw = await req.read(1 << 20)
+                except BodyTooLarge:
+                    raise AwsError(400, "InvalidParameterException", "Request too large") from None
+                doc = self.logs_api.handle(amz_target, raw)
+                resp.send(200, json.dumps(doc).encode(),
+                          {"Content-Type": "application/x-amz-json-1.1", "x-amzn-RequestId": request_id})
+                return
+            match = self.lambda_api.match(req.method, req.path.rstrip("/") if req.path != "/" else "/")
+            if match is not None:
+                await self.lambda_api.handle(match[0], match[1], req, resp, request_id)
+                return
+            code = _CODE_PATH.match(req.path)
+            if code is not None and req.method == "GET":
+                data = self.functions.code.read_zip(code.group(1))
+                if data is not None:
+                    resp.send(200, data, {"Content-Type": "application/zip"})
+                    return
+            if req.path == "/lambdalet/health":
+                resp.send(200, b'{"status":"ok"}', {"Content-Type": "application/json"})
+                return
+            raise AwsError(404, "UnknownOperationException", f"Unknown operation {req.method} {req.path}")
+        except AwsError as err:
+            if not resp.started:
+                resp.send(err.status, err.body(), err.headers(request_id))
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            log.exception("internal error on %s %s", req.method, req.path)
+            if not resp.started:
+                err = service_error(f"An internal error occurred: {type(exc).__name__}")
+                resp.send(err.status, err.body(), err.headers(request_id))

@@ -1,0 +1,41 @@
+"""AWS-shaped errors: `x-amzn-ErrorType` header, JSON body with message/Type, and the HTTP status."""
+
+from __future__ import annotations
+
+import json
+
+
+class AwsError(Exception):
+    """An error answer of the front door, as botocore parses it."""
+
+    def __init__(self, status: int, code: str, message: str, error_kind: str = "User", **extra: object) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.error_kind = error_kind
+        self.extra = extra
+
+    def body(self) -> bytes:
+        doc: dict[str, object] = {"Type": self.error_kind, "message": self.message, **self.extra}
+        return json.dumps(doc).encode()
+
+    def headers(self, request_id: str) -> dict[str, str]:
+        return {"Content-Type": "application/json", "x-amzn-ErrorType": self.code,
+                "x-amzn-RequestId": request_id}
+
+
+def not_found(message: str) -> AwsError:
+    return AwsError(404, "ResourceNotFoundException", message)
+
+
+def invalid(message: str) -> AwsError:
+    return AwsError(400, "InvalidParameterValueException", message)
+
+
+def conflict(message: str) -> AwsError:
+    return AwsError(409, "ResourceConflictException", message)
+
+
+def service_error(message: str = "An internal error occurred.") -> AwsError:
+    return AwsError(500, "ServiceException", message, error_kind="Service")

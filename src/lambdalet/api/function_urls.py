@@ -1,0 +1,230 @@
+"""Function URLs: an HTTP request becomes a payload-format-2.0 event; the result becomes the HTTP response.
+
+Served path-based on the server's own address (/lambda-url/<url-id>/...) and host-based
+(<url-id>.lambda-url.<region>.localhost), so a FunctionUrl works with curl and no DNS set-up.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+from lambdalet.api.errors import AwsError
+from lambdalet.api.functions import FunctionManager
+from lambdalet.api.invoker import Invoker
+from lambdalet.http11 import BodyTooLarge, Request, Response
+from lambdalet.invocation import MAX_PAYLOAD, Invocation, Outcome, ResponseStream
+
+PATH_PREFIX = "/lambda-url/"
+HTTP_INTEGRATION = "application/vnd.awslambda.http-integration-response"
+_TEXT_TYPES = ("text/", "application/json", "application/javascript", "application/xml",
+               "application/x-www-form-urlencoded", "+json", "+xml")
+_DELIMITER = b"\x00" * 8
+
+
+def url_target(req: Request) -> tuple[str, str] | None:
+    """(url id, raw path below the URL) when the request is for a function URL."""
+    host = req.headers.get("host", "").split(":")[0]
+    if ".lambda-url." in host:
+        return host.split(".", 1)[0], req.raw_path or "/"
+    if req.raw_path.startswith(PATH_PREFIX):
+        rest = req.raw_path[len(PATH_PREFIX):]
+        url_id, slash, path = rest.partition("/")
+        return url_id, slash + path if slash else "/"
+    return None
+
+
+def _is_text(content_type: str) -> bool:
+    ct = content_type.lower()
+    return any(t in ct for t in _TEXT_TYPES)
+
+
+def build_event(req: Request, url_id: str, raw_path: str, body: bytes, request_id: str, account: str,
+                region: str) -> dict[str, Any]:
+    headers = {k: v for k, v in req.headers.items() if k != "cookie"}
+    host = req.headers.get("host", "")
+    headers.setdefault("x-forwarded-proto", "http")
+    headers.setdefault("x-forwarded-for", req.client_host)
+    now = time.time()
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": raw_path,
+        "rawQueryString": req.query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": url_id,
+            "domainName": host.split(":")[0] or f"{url_id}.lambda-url.{region}.localhost",
+            "domainPrefix": url_id,
+            "http": {"method": req.method, "path": raw_path, "protocol": "HTTP/1.1",
+                     "sourceIp": req.client_host, "userAgent": req.headers.get("user-agent", "")},
+            "requestId": request_id,
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": datetime.fromtimestamp(now, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "timeEpoch": int(now * 1000),
+        },
+        "isBase64Encoded": False,
+    }
+    cookies = req.headers.get("cookie")
+    if cookies:
+        event["cookies"] = [c.strip() for c in cookies.split(";") if c.strip()]
+    if req.query:
+        params: dict[str, str] = {}
+        for k, v in parse_qsl(req.query, keep_blank_values=True):
+            params[k] = f"{params[k]},{v}" if k in params else v
+        event["queryStringParameters"] = params
+    if body:
+        if _is_text(req.headers.get("content-type", "")):
+            try:
+                event["body"] = body.decode()
+            except UnicodeDecodeError:
+                event["body"] = base64.b64encode(body).decode()
+                event["isBase64Encoded"] = True
+        else:
+            event["body"] = base64.b64encode(body).decode()
+            event["isBase64Encoded"] = True
+    return event
+
+
+def map_result(payload: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Lambda's mapping of a function result to an HTTP response (status, headers, body)."""
+    try:
+        doc = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return 200, [("Content-Type", "application/json")], payload
+    if isinstance(doc, dict) and "statusCode" in doc:
+        status = doc.get("statusCode")
+        if not isinstance(status, int) or not 100 <= status <= 599:
+            raise ValueError("bad statusCode")
+        headers = [(str(k), str(v)) for k, v in (doc.get("headers") or {}).items()]
+        if not any(k.lower() == "content-type" for k, _ in headers):
+            headers.append(("Content-Type", "application/json"))
+        for cookie in doc.get("cookies") or []:
+            headers.append(("Set-Cookie", str(cookie)))
+        body = doc.get("body")
+        if body is None:
+            data = b""
+        elif not isinstance(body, str):
+            data = json.dumps(body).encode()
+        elif doc.get("isBase64Encoded"):
+            data = base64.b64decode(body)
+        else:
+            data = body.encode()
+        return status, headers, data
+    if isinstance(doc, dict | list):
+        payload = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+    return 200, [("Content-Type", "application/json")], payload
+
+
+def _server_error(resp: Response) -> None:
+    resp.send(502, b"Internal Server Error", {"Content-Type": "text/plain"})
+
+
+class FunctionUrls:
+    """Serves function URLs for every function that has one."""
+
+    def __init__(self, functions: FunctionManager, invoker: Invoker) -> None:
+        self.functions = functions
+        self.invoker = invoker
+
+    async def handle(self, req: Request, resp: Response, url_id: str, raw_path: str) -> None:
+        rec = self.functions.store.by_url_id(url_id)
+        if rec is None or rec.url_config is None:
+            resp.send(404, b'{"Message":null}', {"Content-Type": "application/json"})
+            return
+        if rec.url_config.get("AuthType") == "AWS_IAM" and "authorization" not in req.headers:
+            resp.send(403, b'{"Message":"Forbidden"}', {"Content-Type": "application/json"})
+            return
+        try:
+            body = await req.read(MAX_PAYLOAD)
+        except BodyTooLarge:
+            resp.send(413, b'{"Message":"Request Entity Too Large"}', {"Content-Type": "application/json"})
+            return
+        inv = Invocation(payload=b"", invoked_arn=rec.config["FunctionArn"])
+        event = build_event(req, url_id, raw_path, body, inv.request_id, self.functions.account,
+                            self.functions.region)
+        inv.payload = json.dumps(event).encode()
+        if len(inv.payload) > MAX_PAYLOAD:
+            resp.send(413, b'{"Message":"Request Entity Too Large"}', {"Content-Type": "application/json"})
+            return
+        try:
+            await self.invoker.start(rec, inv)
+        except AwsError as err:
+            if err.status == 429:
+                resp.send(429, b'{"Message":"Rate Exceeded."}', {"Content-Type": "application/json"})
+                return
+            raise
+        outcome = await inv.outcome
+        if outcome.stream is not None and rec.url_config.get("InvokeMode") == "RESPONSE_STREAM":
+            await self._stream(resp, outcome.stream, inv)
+            return
+        if outcome.stream is not None:
+            outcome = await self._buffer_stream(outcome.stream)
+        if outcome.function_error:
+            _server_error(resp)
+            return
+        try:
+            status, headers, data = map_result(outcome.payload)
+        except (ValueError, TypeError, binascii.Error):
+            _server_error(resp)
+            return
+        headers.append(("x-amzn-RequestId", inv.request_id))
+        resp.send(status, data, headers)
+
+    @staticmethod
+    async def _buffer_stream(stream: ResponseStream) -> Outcome:
+        from lambdalet.api.invoker import collect
+
+        outcome = await collect(stream)
+        if outcome.function_error or stream.content_type != HTTP_INTEGRATION:
+            return outcome
+        prelude, _, rest = outcome.payload.partition(_DELIMITER)
+        try:
+            meta = json.loads(prelude or b"{}")
+        except ValueError:
+            meta = {}
+        doc = {"statusCode": meta.get("statusCode", 200), "headers": meta.get("headers") or {},
+               "cookies": meta.get("cookies") or [], "body": base64.b64encode(rest).decode(),
+               "isBase64Encoded": True}
+        return Outcome(payload=json.dumps(doc).encode())
+
+    @staticmethod
+    async def _stream(resp: Response, stream: ResponseStream, inv: Invocation) -> None:
+        chunks = stream.chunks()
+        status, headers = 200, [("Content-Type", stream.content_type)]
+        pending = b""
+        if stream.content_type == HTTP_INTEGRATION:
+            headers = []
+            async for chunk in chunks:
+                pending += chunk
+                if _DELIMITER in pending:
+                    break
+            prelude, found, pending = pending.partition(_DELIMITER)
+            if not found:  # the function ended without writing: no prelude
+                pending, prelude = b"", b"{}" if not prelude else prelude
+            try:
+                meta = json.loads(prelude or b"{}")
+                status = int(meta.get("statusCode", 200))
+                headers = [(str(k), str(v)) for k, v in (meta.get("headers") or {}).items()]
+                headers += [("Set-Cookie", str(c)) for c in meta.get("cookies") or []]
+            except (ValueError, TypeError, AttributeError):
+                status, headers = 200, []
+            if not any(k.lower() == "content-type" for k, _ in headers):
+                headers.append(("Content-Type", "application/octet-stream"))
+        if stream.error_type is not None and stream.closed and not pending:
+            _server_error(resp)
+            return
+        headers.append(("x-amzn-RequestId", inv.request_id))
+        resp.start(status, headers)
+        resp.write(pending)
+        async for chunk in chunks:
+            resp.write(chunk)
+            await resp.drain()
+        resp.end()

@@ -1,0 +1,245 @@
+"""Function management: validate and apply CreateFunction / Update* / Delete, in Lambda's terms."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import secrets
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from lambdalet.api.errors import AwsError, conflict, invalid, not_found
+from lambdalet.environment import FunctionSpec
+from lambdalet.environment.managed import is_supported
+from lambdalet.environment.spec import RESERVED_VARIABLES
+from lambdalet.store import CodeStore, FunctionRecord, FunctionStore, InvalidCode
+
+_NAME = re.compile(r"^[a-zA-Z0-9-_]{1,64}$")
+_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:lambda:([a-z0-9-]+):(\d{12}):function:([a-zA-Z0-9-_]+)(?::([^:]+))?$")
+_PARTIAL = re.compile(r"^(\d{12}):function:([a-zA-Z0-9-_]+)(?::([^:]+))?$")
+_ENV_KEY = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]+$")
+MAX_ZIP = 52_428_800
+MAX_ENV_BYTES = 4096
+
+CONFIG_FIELDS = ("Role", "Handler", "Description", "Timeout", "MemorySize", "Environment", "Runtime",
+                 "Architectures", "LoggingConfig", "TracingConfig", "EphemeralStorage", "Layers")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
+
+
+def parse_function_name(raw: str) -> tuple[str, str | None]:
+    """(name, qualifier) from a name, name:qualifier, partial ARN or full ARN."""
+    m = _ARN.match(raw)
+    if m:
+        return m.group(3), m.group(4)
+    m = _PARTIAL.match(raw)
+    if m:
+        return m.group(2), m.group(3)
+    name, _, qualifier = raw.partition(":")
+    if not _NAME.match(name):
+        raise AwsError(400, "ValidationException",
+                       f"1 validation error detected: Value '{raw}' at 'functionName' failed to satisfy "
+                       "constraint: Member must satisfy regular expression pattern: "
+                       "(arn:(aws[a-zA-Z-]*)?:lambda:)?([a-z]{2}(-gov)?-[a-z]+-\\d{1}:)?(\\d{12}:)?"
+                       "(function:)?([a-zA-Z0-9-_\\.]+)(:(\\$LATEST|[a-zA-Z0-9-_]+))?")
+    return name, qualifier or None
+
+
+class FunctionManager:
+    """The function registry as the Lambda API sees it."""
+
+    def __init__(self, store: FunctionStore, code: CodeStore, region: str, account: str, opt_dir: str,
+                 interpreters: dict[str, str], endpoint_url: str) -> None:
+        self.store = store
+        self.code = code
+        self.region = region
+        self.account = account
+        self.opt_dir = opt_dir
+        self.interpreters = interpreters
+        self.endpoint_url = endpoint_url
+
+    def arn(self, name: str) -> str:
+        return f"arn:aws:lambda:{self.region}:{self.account}:function:{name}"
+
+    def get(self, raw_name: str) -> tuple[FunctionRecord, str | None]:
+        name, qualifier = parse_function_name(raw_name)
+        rec = self.store.get(name)
+        if rec is None or (qualifier is not None and qualifier != "$LATEST"):
+            target = self.arn(name) + (f":{qualifier}" if qualifier else "")
+            raise not_found(f"Function not found: {target}")
+        return rec, qualifier
+
+    def spec(self, rec: FunctionRecord) -> FunctionSpec:
+        cfg = rec.config
+        variables = dict((cfg.get("Environment") or {}).get("Variables") or {})
+        logging_config = cfg.get("LoggingConfig") or {}
+        if logging_config.get("LogFormat") == "JSON":
+            variables.setdefault("AWS_LAMBDA_LOG_FORMAT", "JSON")
+            if logging_config.get("ApplicationLogLevel"):
+                variables.setdefault("AWS_LAMBDA_LOG_LEVEL", logging_config["ApplicationLogLevel"])
+        return FunctionSpec(
+            name=rec.name, arn=cfg["FunctionArn"], runtime=cfg.get("Runtime", ""), handler=cfg.get("Handler", ""),
+            memory_mb=cfg["MemorySize"], timeout_s=cfg["Timeout"], task_root=self.code.task_root(rec.code_sha),
+            opt_dir=self.opt_dir, region=self.region, revision_id=cfg["RevisionId"], variables=variables,
+            interpreters=self.interpreters, endpoint_url=self.endpoint_url,
+        )
+
+    # -- validation
+    def _store_zip(self, code: dict[str, Any]) -> Any:
+        if not isinstance(code, dict) or "ZipFile" not in code:
+            if isinstance(code, dict) and ("S3Bucket" in code or "ImageUri" in code):
+                raise invalid("lambdalet accepts function code as a ZipFile only (S3 and images are not "
+                              "available locally).")
+            raise invalid("Please provide a source for function code.")
+        try:
+            data = base64.b64decode(code["ZipFile"], validate=True)
+        except (binascii.Error, ValueError, TypeError) as exc:
+            raise invalid("Could not unzip uploaded file. Please check your file, then try to upload again.") \
+                from exc
+        if len(data) > MAX_ZIP:
+            raise AwsError(413, "RequestEntityTooLargeException",
+                           f"Zipped size must be smaller than {MAX_ZIP} bytes")
+        try:
+            return self.code.put(data)
+        except InvalidCode as exc:
+            raise invalid(str(exc)) from exc
+
+    @staticmethod
+    def _validate(cfg: dict[str, Any]) -> None:
+        runtime = cfg.get("Runtime")
+        if not isinstance(runtime, str) or not runtime:
+            raise invalid("Runtime is required for .zip deployment packages.")
+        if not is_supported(runtime):
+            raise invalid(f"Value {runtime} at 'runtime' failed to satisfy constraint: lambdalet cannot run "
+                          "this runtime (supported: provided, provided.al2, provided.al2023, and the built-in "
+                          "python3.x and nodejsNN.x runtimes once available).")
+        handler = cfg.get("Handler")
+        if not runtime.startswith("provided") and not handler:
+            raise invalid("Handler is required for .zip deployment packages.")
+        if handler is not None and (not isinstance(handler, str) or len(handler) > 128):
+            raise invalid("Handler must be a string of at most 128 characters.")
+        timeout = cfg.get("Timeout")
+        if not isinstance(timeout, int) or isinstance(timeout, bool) or not 1 <= timeout <= 900:
+            raise invalid(f"Value {timeout} at 'timeout' failed to satisfy constraint: Member must have value "
+                          "less than or equal to 900 and greater than or equal to 1")
+        memory = cfg.get("MemorySize")
+        if not isinstance(memory, int) or isinstance(memory, bool) or not 128 <= memory <= 10240:
+            raise invalid(f"Value {memory} at 'memorySize' failed to satisfy constraint: Member must have value "
+                          "less than or equal to 10240 and greater than or equal to 128")
+        env = cfg.get("Environment") or {}
+        variables = env.get("Variables") or {} if isinstance(env, dict) else None
+        if not isinstance(variables, dict) or not all(isinstance(v, str) for v in variables.values()):
+            raise invalid("Environment.Variables must be a map of strings to strings.")
+        for key in variables:
+            if not isinstance(key, str) or not _ENV_KEY.match(key):
+                raise invalid(f"Environment variable key '{key}' is invalid: keys start with a letter and "
+                              "contain only letters, digits and underscores.")
+        reserved = sorted(k for k in variables if k in RESERVED_VARIABLES)
+        if reserved:
+            raise invalid("Lambda was unable to configure your environment variables because the environment "
+                          f"variables you have provided contains reserved keys that are currently not "
+                          f"supported for modification. Reserved keys used in this request: {', '.join(reserved)}")
+        size = sum(len(k) + len(v) for k, v in variables.items())
+        if size > MAX_ENV_BYTES:
+            raise invalid("Lambda was unable to configure your environment variables because the environment "
+                          f"variables you have provided exceeded the 4KB limit. String measured: {size}")
+        arch = cfg.get("Architectures")
+        if arch is not None and (not isinstance(arch, list) or len(arch) != 1
+                                 or arch[0] not in ("x86_64", "arm64")):
+            raise invalid("Architectures must be ['x86_64'] or ['arm64'].")
+        if not isinstance(cfg.get("Role", ""), str):
+            raise invalid("Role must be a string.")
+
+    # -- operations
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        name = body.get("FunctionName")
+        if not isinstance(name, str) or not name:
+            raise invalid("FunctionName is required.")
+        name, _ = parse_function_name(name)
+        if body.get("PackageType", "Zip") != "Zip":
+            raise invalid("lambdalet runs .zip functions only (PackageType Zip).")
+        if not isinstance(body.get("Role"), str):
+            raise invalid("Role is required.")
+        if self.store.get(name) is not None:
+            raise conflict(f"Function already exist: {name}")
+        cfg: dict[str, Any] = {
+            "FunctionName": name, "FunctionArn": self.arn(name), "Runtime": body.get("Runtime"),
+            "Role": body.get("Role"), "Handler": body.get("Handler"), "Description": body.get("Description", ""),
+            "Timeout": body.get("Timeout", 3), "MemorySize": body.get("MemorySize", 128),
+            "Architectures": body.get("Architectures") or ["x86_64"],
+        }
+        for key in ("Environment", "LoggingConfig", "TracingConfig", "EphemeralStorage"):
+            if body.get(key) is not None:
+                cfg[key] = body[key]
+        self._validate(cfg)
+        stored = self._store_zip(body.get("Code") or {})
+        self._finish_config(cfg, stored)
+        rec = FunctionRecord(name, cfg, stored.sha_hex, None, None)
+        if not self.store.create(rec):
+            raise conflict(f"Function already exist: {name}")
+        return cfg
+
+    def _finish_config(self, cfg: dict[str, Any], stored: Any) -> None:
+        cfg.update({
+            "CodeSize": stored.size, "CodeSha256": stored.sha256_b64, "Version": "$LATEST",
+            "LastModified": now_iso(), "RevisionId": str(uuid.uuid4()), "State": "Active",
+            "LastUpdateStatus": "Successful", "PackageType": "Zip",
+        })
+        cfg.setdefault("TracingConfig", {"Mode": "PassThrough"})
+        cfg.setdefault("EphemeralStorage", {"Size": 512})
+        logging_config = {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{cfg['FunctionName']}"}
+        logging_config.update(cfg.get("LoggingConfig") or {})
+        cfg["LoggingConfig"] = logging_config
+        cfg["SnapStart"] = {"ApplyOn": "None", "OptimizationStatus": "Off"}
+        cfg["RuntimeVersionConfig"] = {"RuntimeVersionArn": f"arn:aws:lambda:{self.region}::runtime:lambdalet"}
+
+    def _check_revision(self, rec: FunctionRecord, body: dict[str, Any]) -> None:
+        wanted = body.get("RevisionId")
+        if wanted is not None and wanted != rec.config["RevisionId"]:
+            raise AwsError(412, "PreconditionFailedException",
+                           "The Revision Id provided does not match the latest Revision Id. Call the "
+                           "GetFunction/GetAlias API to retrieve the latest Revision Id")
+
+    def update_code(self, raw_name: str, body: dict[str, Any]) -> dict[str, Any]:
+        rec, _ = self.get(raw_name)
+        self._check_revision(rec, body)
+        stored = self._store_zip(body)
+        cfg = dict(rec.config)
+        if body.get("Architectures"):
+            cfg["Architectures"] = body["Architectures"]
+        self._finish_config(cfg, stored)
+        rec.config, rec.code_sha = cfg, stored.sha_hex
+        self.store.save(rec)
+        return cfg
+
+    def update_config(self, raw_name: str, body: dict[str, Any]) -> dict[str, Any]:
+        rec, _ = self.get(raw_name)
+        self._check_revision(rec, body)
+        cfg = dict(rec.config)
+        for key in CONFIG_FIELDS:
+            if key in body and key != "Layers":
+                cfg[key] = body[key]
+        if body.get("Layers"):
+            raise invalid("Layers are not supported by lambdalet yet.")
+        self._validate(cfg)
+        cfg.update({"LastModified": now_iso(), "RevisionId": str(uuid.uuid4())})
+        rec.config = cfg
+        self.store.save(rec)
+        return cfg
+
+    def delete(self, raw_name: str) -> FunctionRecord:
+        name, qualifier = parse_function_name(raw_name)
+        rec = self.store.get(name)
+        if rec is None:
+            raise not_found(f"Function not found: {self.arn(name)}")
+        if qualifier not in (None, "$LATEST"):
+            raise not_found(f"Function not found: {self.arn(name)}:{qualifier}")
+        self.store.delete(name)
+        return rec
+
+    def new_url_id(self) -> str:
+        return secrets.token_hex(16)

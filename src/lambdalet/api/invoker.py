@@ -1,0 +1,140 @@
+"""Running invocations for the front door: synchronous, streamed, and durable asynchronous (Event) ones."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+
+from lambdalet.api.errors import AwsError
+from lambdalet.api.functions import FunctionManager
+from lambdalet.invocation import MAX_PAYLOAD, Invocation, Outcome, ResponseStream, error_document
+from lambdalet.scheduler import Scheduler, Throttled
+from lambdalet.store import AsyncEventQueue, FunctionRecord
+
+log = logging.getLogger("lambdalet.invoker")
+
+TAIL_BYTES = 4096
+ASYNC_MAX_PAYLOAD = 1_048_576
+ASYNC_RETRIES = 2  # Lambda retries a failed asynchronous invocation twice
+
+
+def throttled_error(exc: Throttled) -> AwsError:
+    return AwsError(429, "TooManyRequestsException", "Rate Exceeded.", Reason=exc.reason)
+
+
+def log_tail(lines: list[str]) -> str:
+    """X-Amz-Log-Result: base64 of the last 4 KB of the invocation's log."""
+    text = "".join(line + "\n" for line in lines).encode()
+    return base64.b64encode(text[-TAIL_BYTES:]).decode()
+
+
+async def collect(stream: ResponseStream) -> Outcome:
+    """A streamed response as one buffered Outcome (for callers that cannot take a stream)."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in stream.chunks():
+        size += len(chunk)
+        if size <= MAX_PAYLOAD:
+            parts.append(chunk)
+    if stream.error_type is not None:
+        body = stream.error_body or error_document(stream.error_type, stream.error_type)
+        return Outcome(payload=body, function_error="Unhandled", error_type=stream.error_type)
+    if size > MAX_PAYLOAD:
+        msg = (f"Response payload size ({size} bytes) exceeded maximum allowed payload size "
+               f"({MAX_PAYLOAD} bytes).")
+        return Outcome(payload=error_document("Function.ResponseSizeTooLarge", msg), function_error="Unhandled",
+                       error_type="Function.ResponseSizeTooLarge")
+    return Outcome(payload=b"".join(parts), content_type=stream.content_type)
+
+
+class Invoker:
+    """Hands invocations to the scheduler, and runs accepted Event invocations in the background."""
+
+    def __init__(self, functions: FunctionManager, scheduler: Scheduler, queue: AsyncEventQueue,
+                 async_retry_delay_s: float = 60.0) -> None:
+        self.functions = functions
+        self.scheduler = scheduler
+        self.queue = queue
+        self.async_retry_delay_s = async_retry_delay_s
+        self._wakeup = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._running: set[int] = set()
+
+    def prepare(self, rec: FunctionRecord) -> None:
+        """Make sure the scheduler runs the function's current revision."""
+        pool = self.scheduler.pools.get(rec.name)
+        if pool is None or pool.spec.revision_id != rec.config["RevisionId"] \
+                or pool.reserved != rec.reserved_concurrency:
+            self.scheduler.configure(self.functions.spec(rec), rec.reserved_concurrency)
+
+    async def start(self, rec: FunctionRecord, inv: Invocation) -> None:
+        """Start inv on an environment (raises AwsError when throttled)."""
+        self.prepare(rec)
+        try:
+            await self.scheduler.invoke(rec.name, inv)
+        except Throttled as exc:
+            raise throttled_error(exc) from None
+
+    async def invoke(self, rec: FunctionRecord, inv: Invocation, *, wait_done: bool = False) -> Outcome:
+        """Run inv and return its buffered outcome."""
+        await self.start(rec, inv)
+        outcome = await inv.outcome
+        if outcome.stream is not None:
+            outcome = await collect(outcome.stream)
+        if wait_done:
+            await inv.done
+        return outcome
+
+    # -- asynchronous invocations
+    def enqueue(self, rec: FunctionRecord, inv: Invocation) -> None:
+        self.queue.put(rec.name, inv.request_id, inv.payload, inv.client_context)
+        self._wakeup.set()
+
+    def start_worker(self) -> None:
+        self._worker = asyncio.get_running_loop().create_task(self._work())
+
+    def stop_worker(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            for event in self.queue.due():
+                if event.id not in self._running:
+                    self._running.add(event.id)
+                    loop.create_task(self._run_event(event))
+            next_due = self.queue.next_due()
+            delay = 1.0 if next_due is None else min(1.0, max(0.01, next_due - time.time()))
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), delay)
+            except TimeoutError:
+                pass
+
+    async def _run_event(self, event) -> None:
+        try:
+            rec = self.functions.store.get(event.function)
+            if rec is None:
+                self.queue.delete(event.id)
+                return
+            inv = Invocation(payload=event.payload, invoked_arn=rec.config["FunctionArn"],
+                             request_id=event.request_id, client_context=event.client_context)
+            try:
+                outcome = await self.invoke(rec, inv, wait_done=True)
+            except AwsError:  # throttled: try again shortly, not counted as an attempt
+                self.queue.postpone(event.id, 0.5, attempted=False)
+                return
+            if outcome.function_error and event.attempts < ASYNC_RETRIES:
+                delay = self.async_retry_delay_s * (event.attempts + 1)
+                self.queue.postpone(event.id, delay, attempted=True)
+            else:
+                self.queue.delete(event.id)
+        except Exception:
+            log.exception("asynchronous invocation %s failed", event.request_id)
+            self.queue.postpone(event.id, self.async_retry_delay_s, attempted=True)
+        finally:
+            self._running.discard(event.id)
+            self._wakeup.set()

@@ -1,0 +1,359 @@
+"""The Lambda REST API (2015-03-31 and friends) as botocore calls it."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Any
+from urllib.parse import parse_qs
+
+from lambdalet.api import eventstream
+from lambdalet.api.errors import AwsError, conflict, invalid, not_found
+from lambdalet.api.functions import FunctionManager, now_iso
+from lambdalet.api.invoker import ASYNC_MAX_PAYLOAD, Invoker, log_tail
+from lambdalet.http11 import BodyTooLarge, Request, Response
+from lambdalet.invocation import MAX_PAYLOAD, Invocation
+from lambdalet.store import LogStore
+
+_ROUTES: list[tuple[str, re.Pattern[str], str]] = [
+    ("POST", re.compile(r"^/2015-03-31/functions/?$"), "create_function"),
+    ("GET", re.compile(r"^/2015-03-31/functions/?$"), "list_functions"),
+    ("GET", re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/?$"), "get_function"),
+    ("DELETE", re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/?$"), "delete_function"),
+    ("GET", re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/configuration/?$"), "get_configuration"),
+    ("PUT", re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/configuration/?$"), "update_configuration"),
+    ("PUT", re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/code/?$"), "update_code"),
+    ("POST", re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations/?$"), "invoke"),
+    ("POST", re.compile(r"^/2021-11-15/functions/(?P<name>[^/]+)/response-streaming-invocations/?$"),
+     "invoke_stream"),
+    ("POST", re.compile(r"^/2021-10-31/functions/(?P<name>[^/]+)/url/?$"), "create_url"),
+    ("GET", re.compile(r"^/2021-10-31/functions/(?P<name>[^/]+)/url/?$"), "get_url"),
+    ("PUT", re.compile(r"^/2021-10-31/functions/(?P<name>[^/]+)/url/?$"), "update_url"),
+    ("DELETE", re.compile(r"^/2021-10-31/functions/(?P<name>[^/]+)/url/?$"), "delete_url"),
+    ("GET", re.compile(r"^/2021-10-31/functions/(?P<name>[^/]+)/urls/?$"), "list_urls"),
+    ("PUT", re.compile(r"^/2017-10-31/functions/(?P<name>[^/]+)/concurrency/?$"), "put_concurrency"),
+    ("DELETE", re.compile(r"^/2017-10-31/functions/(?P<name>[^/]+)/concurrency/?$"), "delete_concurrency"),
+    ("GET", re.compile(r"^/2019-09-30/functions/(?P<name>[^/]+)/concurrency/?$"), "get_concurrency"),
+    ("GET", re.compile(r"^/2016-08-19/account-settings/?$"), "account_settings"),
+]
+MAX_REQUEST = 70_167_211  # CreateFunction's request limit
+
+
+def _json(resp: Response, status: int, doc: Any, request_id: str) -> None:
+    body = b"" if doc is None else json.dumps(doc).encode()
+    resp.send(status, body, {"Content-Type": "application/json", "x-amzn-RequestId": request_id})
+
+
+def _query(req: Request) -> dict[str, str]:
+    return {k: v[-1] for k, v in parse_qs(req.query, keep_blank_values=True).items()}
+
+
+class LambdaApi:
+    """Handlers for the Lambda operations lambdalet implements."""
+
+    def __init__(self, functions: FunctionManager, invoker: Invoker, logs: LogStore) -> None:
+        self.functions = functions
+        self.invoker = invoker
+        self.logs = logs
+
+    def match(self, method: str, path: str) -> tuple[str, dict[str, str]] | None:
+        allowed = False
+        for m, pattern, handler in _ROUTES:
+            found = pattern.match(path)
+            if found:
+                if m == method:
+                    return handler, found.groupdict()
+                allowed = True
+        if allowed:
+            raise AwsError(405, "MethodNotAllowedException", f"{method} is not allowed on {path}")
+        return None
+
+    async def handle(self, handler: str, params: dict[str, str], req: Request, resp: Response,
+                     request_id: str) -> None:
+        await getattr(self, handler)(req, resp, request_id, **params)
+
+    @staticmethod
+    async def _body(req: Request, limit: int = MAX_REQUEST) -> dict[str, Any]:
+        try:
+            raw = await req.read(limit)
+        except BodyTooLarge as exc:
+            raise AwsError(413, "RequestEntityTooLargeException",
+                           f"Request must be smaller than {limit} bytes for the operation") from exc
+        if not raw.strip():
+            return {}
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise AwsError(400, "InvalidRequestContentException",
+                           f"Could not parse request body into json: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise AwsError(400, "InvalidRequestContentException",
+                           "Could not parse request body into json: expected an object")
+        return doc
+
+    def _retire_and_configure(self, name: str) -> None:
+        rec = self.functions.store.get(name)
+        if rec is not None:
+            self.invoker.prepare(rec)
+
+    # -- function management
+    async def create_function(self, req: Request, resp: Response, rid: str) -> None:
+        cfg = self.functions.create(await self._body(req))
+        _json(resp, 201, cfg, rid)
+
+    async def list_functions(self, req: Request, resp: Response, rid: str) -> None:
+        q = _query(req)
+        try:
+            max_items = min(int(q.get("MaxItems", "50")), 10000)
+        except ValueError:
+            raise invalid("MaxItems must be an integer.") from None
+        if max_items < 1:
+            raise invalid("MaxItems must be at least 1.")
+        records = self.functions.store.all()
+        marker = q.get("Marker")
+        if marker:
+            records = [r for r in records if r.name > marker]
+        page = records[:max_items]
+        doc: dict[str, Any] = {"Functions": [r.config for r in page]}
+        if len(records) > max_items:
+            doc["NextMarker"] = page[-1].name
+        _json(resp, 200, doc, rid)
+
+    def _host_url(self, req: Request) -> str:
+        return f"http://{req.headers.get('host', '127.0.0.1')}"
+
+    async def get_function(self, req: Request, resp: Response, rid: str, name: str) -> None:
+        rec, _ = self.functions.get(name)
+        doc: dict[str, Any] = {
+            "Configuration": rec.config,
+            "Code": {"RepositoryType": "S3",
+                     "Location": f"{self._host_url(req)}/lambdalet/code/{rec.code_sha}.zip"},
+        }
+        if rec.reserved_concurrency is not None:
+            doc["Concurrency"] = {"ReservedConcurrentExecutions": rec.reserved_concurrency}
+        _json(resp, 200, doc, rid)
+
+    async def get_configuration(self, req: Request, resp: Response, rid: str, name: str) -> None:
+        rec, _ = self.functions.get(name)
+        _json(resp, 200, rec.config, rid)
+
+    async def update_configuration(self, req: Request, resp: Response, rid: str, name: str) -> None:
+        cfg = self.functions.update_config(name, await self._body(req))
+        self._retire_and_configure(cfg["FunctionName"])
+        _json(resp, 200, cfg, rid)
+
+    async def update_code(self, req: Request, resp: Response, rid: str, name: str) -> None:
+        cfg = self.functions.update_code(name, await self._body(req))
+        self._retire_and_configure(cfg["FunctionName"])
+        _json(resp, 200, cfg, rid)
+
+    async def delete_function(self, req: Request, resp: Response, rid: str, name: str) -> None:
+        rec = self.functions.delete(name)
+        self.invoker.scheduler.remove(rec.name)
+        self.invoker.queue.delete_function(rec.name)
+        resp.send(204, b"", {"x-amzn-RequestId": rid})
+
+    # -- invoke
+    def _invocation(self, req: Request, rec, payload: bytes) -> Invocation:
+        client_context = None
+        raw_cc = req.headers.get("x-amz-client-context")
+        if raw_cc:
+            try:
+                client_context = base64.b64decode(raw_cc, validate=True).decode()
+                json.loads(client_context)
+            except (binascii.Error, ValueError, UnicodeDecodeError):
+                raise AwsError(400, "InvalidRequestContentException",
+                               "Client context must be a valid Base64-encoded JSON object.") from None
+        arn = rec.config["FunctionArn"]
+        qualifier = _query(req).get("Qualifier")
+        if qualifier:
+            arn += f":{qualifier}"
+        return Invocation(payload=payload, invoked_arn=arn, client_context=client_context)
+
+    async def _payload(self, req: Request, limit: int) -> bytes:
+        try:
+            payload = await req.read(limit)
+        except BodyTooLarge as exc:
+            raise AwsError(413, "RequestTooLargeException",
+                           f"Request must be smaller than {limit} bytes for the InvokeFunction operation") \
+                from exc
+        if not payload.strip():
+            return b"{}"
+        try:
+            json.loads(payload)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise AwsError(400, "InvalidRequestContentException",
+                           f"Could not parse request body into json: Could not parse payload into json: {exc}") \
+                from exc
+        return payload
+
+    def _qualified(self, req: Request, name: str):
+        rec, qualifier = self.functions.get(name)
+        q = _query(req).get("Qualifier")
+        if q not in (None, "$LATEST") or (qualifier and q and qualifier != q):
+            raise not_found(f"Function not found: {rec.config['FunctionArn']}:{q}")
+        return rec
+
+    async def invoke(self, req: Request, resp: Response, rid: str, name: str) -> None:
+        rec = self._qualified(req, name)
+        kind = req.headers.get("x-amz-invocation-type", "RequestResponse")
+        if kind not in ("RequestResponse", "Event", "DryRun"):
+            raise invalid(f"Invalid InvocationType: {kind}")
+        tail = req.headers.get("x-amz-log-type", "None") == "Tail"
+        if kind == "DryRun":
+            resp.send(204, b"", {"x-amzn-RequestId": rid, "X-Amz-Executed-Version": "$LATEST"})
+            return
+        payload = await self._payload(req, ASYNC_MAX_PAYLOAD if kind == "Event" else MAX_PAYLOAD)
+        inv = self._invocation(req, rec, payload)
+        if kind == "Event":
+            self.invoker.enqueue(rec, inv)
+            resp.send(202, b"", {"x-amzn-RequestId": inv.request_id, "X-Amz-Executed-Version": "$LATEST"})
+            return
+        if tail:
+            inv.log_lines = []
+        outcome = await self.invoker.invoke(rec, inv, wait_done=tail)
+        headers = {"Content-Type": outcome.content_type, "x-amzn-RequestId": inv.request_id,
+                   "X-Amz-Executed-Version": "$LATEST"}
+        if outcome.function_error:
+            headers["X-Amz-Function-Error"] = outcome.function_error
+            headers["Content-Type"] = "application/json"
+        if tail and inv.log_lines is not None:
+            headers["X-Amz-Log-Result"] = log_tail(inv.log_lines)
+        resp.send(200, outcome.payload, headers)
+
+    async def invoke_stream(self, req: Request, resp: Response, rid: str, name: str) -> None:
+        rec = self._qualified(req, name)
+        kind = req.headers.get("x-amz-invocation-type", "RequestResponse")
+        if kind not in ("RequestResponse", "DryRun"):
+            raise invalid(f"Invalid InvocationType: {kind}")
+        if kind == "DryRun":
+            resp.send(204, b"", {"x-amzn-RequestId": rid})
+            return
+        tail = req.headers.get("x-amz-log-type", "None") == "Tail"
+        payload = await self._payload(req, MAX_PAYLOAD)
+        inv = self._invocation(req, rec, payload)
+        if tail:
+            inv.log_lines = []
+        await self.invoker.start(rec, inv)
+        outcome = await inv.outcome
+        resp.start(200, {"Content-Type": "application/vnd.amazon.eventstream", "x-amzn-RequestId": inv.request_id,
+                         "X-Amz-Executed-Version": "$LATEST"})
+        complete: dict[str, str] = {}
+        if outcome.stream is not None:
+            async for chunk in outcome.stream.chunks():
+                resp.write(eventstream.payload_chunk(chunk))
+                await resp.drain()
+            if outcome.stream.error_type is not None:
+                complete["ErrorCode"] = outcome.stream.error_type
+                complete["ErrorDetails"] = (outcome.stream.error_body or b"").decode("utf-8", "replace")
+        elif outcome.function_error:
+            complete["ErrorCode"] = outcome.error_type or outcome.function_error
+            complete["ErrorDetails"] = outcome.payload.decode("utf-8", "replace")
+        elif outcome.payload:
+            resp.write(eventstream.payload_chunk(outcome.payload))
+        if tail:
+            await inv.done
+            complete["LogResult"] = log_tail(inv.log_lines or [])
+        resp.write(eventstream.invoke_complete(json.dumps(complete).encode()))
+        resp.end()
+
+    # -- function URL configuration
+    def _url_doc(self, req: Request, rec) -> dict[str, Any]:
+        cfg = dict(rec.url_config)
+        url_id = cfg.pop("_UrlId")
+        cfg["FunctionUrl"] = f"{self._host_url(req)}/lambda-url/{url_id}/"
+        cfg["FunctionArn"] = rec.config["FunctionArn"]
+        return cfg
+
+    @staticmethod
+    def _url_settings(body: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+        auth = body.get("AuthType", current.get("AuthType"))
+        if auth not in ("NONE", "AWS_IAM"):
+            raise invalid("AuthType must be NONE or AWS_IAM.")
+        mode = body.get("InvokeMode", current.get("InvokeMode", "BUFFERED"))
+        if mode not in ("BUFFERED", "RESPONSE_STREAM"):
+            raise invalid("InvokeMode must be BUFFERED or RESPONSE_STREAM.")
+        out = {**current, "AuthType": auth, "InvokeMode": mode}
+        if "Cors" in body:
+            if not isinstance(body["Cors"], dict):
+                raise invalid("Cors must be an object.")
+            out["Cors"] = body["Cors"]
+        return out
+
+    async def create_url(self, req: Request, resp: Response, rid: str, name: str) -> None:
+        rec, _ = self.functions.get(name)
+        body = await self._body(req)
+        if rec.url_config is not None:
+            raise conflict(f"Failed to create function url config for [functionArn = "
+                           f"{rec.config['FunctionArn']}]. Error message:  FunctionUrlConfig exists for this "
+                           "Lambda function")
+        now = now_iso()
+        rec.url_config = {"_UrlId": self.functions.new_url_id(), "CreationTime": now, "LastModifiedTime": now,
+                          **self._url_settings(body, {})}
+        self.functions.store.save(rec)
+        doc = self._url_doc(req, rec)
+        doc.pop("LastModifiedTime", None)
+        _json(resp, 201, doc, rid)
+
+    def _url_rec(self, name: str):
+        rec, _ = self.functions.get(name)
+        if rec.url_config is None:
+            raise not_found("The resource you requested does not exist.")
+        return rec
+
+    async def get_url(self, req: Request, resp: Response, rid: str, name: str) -> None:
+        _json(resp, 200, self._url_doc(req, self._url_rec(name)), rid)
+
+    async def update_url(self, req: Request, resp: Response, rid: str, name: str) -> None:
+        rec = self._url_rec(name)
+        rec.url_config = {**self._url_settings(await self._body(req), rec.url_config or {}),
+                          "LastModifiedTime": now_iso()}
+        self.functions.store.save(rec)
+        _json(resp, 200, self._url_doc(req, rec), rid)
+
+    async def delete_url(self, req: Request, resp: Response, rid: str, name: str) -> None:
+        rec = self._url_rec(name)
+        rec.url_config = None
+        self.functions.store.save(rec)
+        resp.send(204, b"", {"x-amzn-RequestId": rid})
+
+    async def list_urls(self, req: Request, resp: Response, rid: str, name: str) -> None:
+        rec, _ = self.functions.get(name)
+        docs = [self._url_doc(req, rec)] if rec.url_config else []
+        _json(resp, 200, {"FunctionUrlConfigs": docs}, rid)
+
+    # -- concurrency
+    async def put_concurrency(self, req: Request, resp: Response, rid: str, name: str) -> None:
+        rec, _ = self.functions.get(name)
+        value = (await self._body(req)).get("ReservedConcurrentExecutions")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise invalid("ReservedConcurrentExecutions must be a non-negative integer.")
+        rec.reserved_concurrency = value
+        self.functions.store.save(rec)
+        self.invoker.prepare(rec)
+        _json(resp, 200, {"ReservedConcurrentExecutions": value}, rid)
+
+    async def delete_concurrency(self, req: Request, resp: Response, rid: str, name: str) -> None:
+        rec, _ = self.functions.get(name)
+        rec.reserved_concurrency = None
+        self.functions.store.save(rec)
+        self.invoker.prepare(rec)
+        resp.send(204, b"", {"x-amzn-RequestId": rid})
+
+    async def get_concurrency(self, req: Request, resp: Response, rid: str, name: str) -> None:
+        rec, _ = self.functions.get(name)
+        doc = {} if rec.reserved_concurrency is None else {
+            "ReservedConcurrentExecutions": rec.reserved_concurrency}
+        _json(resp, 200, doc, rid)
+
+    async def account_settings(self, req: Request, resp: Response, rid: str) -> None:
+        limit = self.invoker.scheduler.limits.max_concurrency
+        _json(resp, 200, {
+            "AccountLimit": {"TotalCodeSize": 80530636800, "CodeSizeUnzipped": 262144000,
+                             "CodeSizeZipped": 52428800, "ConcurrentExecutions": limit,
+                             "UnreservedConcurrentExecutions": limit},
+            "AccountUsage": {"TotalCodeSize": sum(r.config.get("CodeSize", 0) for r in self.functions.store.all()),
+                             "FunctionCount": len(self.functions.store.all())},
+        }, rid)

@@ -1,0 +1,368 @@
+"""One execution environment: its bootstrap process, the Init and Invoke phases, timeouts and restarts.
+
+The rules are the ones measured on AWS Lambda (see the spec):
+- Init phase: 10 s from spawn until the first /next. On timeout, exit, /init/error or a missing
+  bootstrap, the failure is logged (INIT_REPORT Phase: init) and init is retried inside the first
+  invoke with the function timeout (Phase: invoke). If that fails too, the invoke fails and the
+  environment re-runs the Init phase in the background, ready for the next request.
+- Invoke phase: the function timeout runs from /next to the next /next (work after /response counts).
+  A timeout or a crash ends the invoke, the process tree is ended and init runs again in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import math
+import os
+import secrets
+import shutil
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from lambdalet.environment import platform_log
+from lambdalet.environment.process import BootstrapProcess, exit_reason
+from lambdalet.environment.spec import INIT_TIMEOUT_S, FunctionSpec, LogSink
+from lambdalet.invocation import Invocation, Outcome, error_document
+from lambdalet.runtime_api import RuntimeApiServer, RuntimeSession
+
+log = logging.getLogger("lambdalet.environment")
+
+
+class EnvState(enum.Enum):
+    INITIALIZING = "initializing"  # Init phase running (cold start or background re-init)
+    READY = "ready"  # runtime waiting in /next
+    BUSY = "busy"  # an invocation is running
+    FAILED = "failed"  # the last Init phase failed; the next invoke retries init in its Invoke phase
+    STOPPED = "stopped"
+
+
+@dataclass
+class InitFailure:
+    """Why an Init attempt failed, in Lambda's words."""
+
+    status: str  # "error" | "timeout"
+    error_type: str | None
+    message: str  # for the invoke's error event and payload
+    body: bytes | None = None  # the document posted to /init/error, passed to the caller as is
+    retry: bool = True  # a missing bootstrap is not restarted
+
+
+class ExecutionEnvironment:
+    """A function's execution environment, with its own log stream and Runtime API port."""
+
+    def __init__(self, spec: FunctionSpec, sink: LogSink, tmp_root: str) -> None:
+        self.spec = spec
+        self.sink = sink
+        self.id = secrets.token_hex(16)
+        self.log_stream = datetime.now(UTC).strftime("%Y/%m/%d/") + f"[$LATEST]{self.id}"
+        self.tmp_dir = os.path.join(tmp_root, self.id)
+        self.state = EnvState.INITIALIZING
+        self.last_used = time.monotonic()
+        self.invocations = 0
+        self.retired = False  # the function changed: stop after the current work
+        self.process: BootstrapProcess | None = None
+        self.server: RuntimeApiServer | None = None
+        self.session: RuntimeSession | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._finished: asyncio.Future[None] | None = None
+        self._init_error: tuple[str, bytes] | None = None
+        self._init_task: asyncio.Task[None] | None = None
+        self._cold_init_ms: float | None = None  # reported once, on the first invoke
+        self._current: Invocation | None = None
+        self._waiting_invoke = False
+        self._recent: deque[str] = deque(maxlen=64)  # lines since the last invoke, for LogType=Tail
+
+    # ---------------------------------------------------------------- logs
+    def emit(self, message: str) -> None:
+        self.sink.append(self.spec.log_group, self.log_stream, message, platform_log.now_ms())
+        inv = self._current
+        if inv is None:
+            self._recent.append(message)
+        elif inv.log_lines is not None:
+            inv.log_lines.append(message)
+
+    # ---------------------------------------------------------------- RuntimeListener
+    def runtime_ready(self) -> None:
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(None)
+
+    def invocation_finished(self) -> None:
+        if self.process is not None:
+            self.process.drain_output()  # lines printed before this /next belong to the invoke
+        if self._finished is not None and not self._finished.done():
+            self._finished.set_result(None)
+
+    def init_error(self, error_type: str, body: bytes) -> None:
+        self._init_error = (error_type, body)
+
+    # ---------------------------------------------------------------- lifecycle
+    @property
+    def available(self) -> bool:
+        """Can take an invocation now (possibly after waiting for its Init phase)."""
+        return not self.retired and not self._waiting_invoke and self.state in (
+            EnvState.READY, EnvState.INITIALIZING, EnvState.FAILED)
+
+    def start(self) -> None:
+        """Begin the Init phase (a cold start)."""
+        os.makedirs(self.tmp_dir, exist_ok=True)
+        self._init_task = asyncio.get_running_loop().create_task(self._init_phase(cold=True))
+
+    async def _init_phase(self, cold: bool = False) -> None:
+        self.state = EnvState.INITIALIZING
+        self.emit(platform_log.init_start(self.spec.runtime, self.spec.region))
+        started = time.monotonic()
+        failure = await self._spawn_and_wait(INIT_TIMEOUT_S)
+        elapsed = (time.monotonic() - started) * 1000
+        if self.state is EnvState.STOPPED:
+            return
+        if failure is None:
+            self.state = EnvState.READY
+            if cold:
+                self._cold_init_ms = elapsed
+            return
+        self.emit(platform_log.init_report(elapsed, "init", failure.status, failure.error_type))
+        await self._end_process()
+        self.state = EnvState.FAILED
+
+    async def _spawn_and_wait(self, budget: float) -> InitFailure | None:
+        """Start the bootstrap and wait for its first /next; None on success."""
+        failure = await self._spawn()
+        if failure is not None:
+            return failure
+        assert self.process is not None and self._ready is not None
+        proc = self.process
+        done, _ = await asyncio.wait({self._ready, proc.exited}, timeout=budget,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if self._ready.done() and proc.alive:
+            proc.sample_memory()
+            return None
+        if not done:  # timed out
+            if self._init_error is not None:
+                return self._init_error_failure()
+            return InitFailure("timeout", None, "")
+        await proc.settle_output()
+        if self._init_error is not None:
+            return self._init_error_failure()
+        code = proc.returncode or 0
+        message = ("Runtime exited without providing a reason" if code == 0
+                   else f"Runtime exited with error: {exit_reason(code)}")
+        return InitFailure("error", "Runtime.ExitError", message)
+
+    def _init_error_failure(self) -> InitFailure:
+        assert self._init_error is not None
+        error_type, body = self._init_error
+        return InitFailure("error", error_type, "Unknown application error occurred", body=body)
+
+    async def _spawn(self) -> InitFailure | None:
+        self._init_error = None
+        self._ready = asyncio.get_running_loop().create_future()
+        self.session = RuntimeSession(self)
+        self.server = RuntimeApiServer(self.session)
+        address = await self.server.start()
+        env = self.spec.base_environment(address, self.log_stream, self.tmp_dir)
+        try:
+            launch = self.spec.launch()
+        except Exception as exc:  # a managed runtime that cannot start here (e.g. no interpreter)
+            log.warning("cannot launch %s: %s", self.spec.runtime, exc)
+            return InitFailure("error", "Runtime.InvalidEntrypoint", str(exc), retry=False)
+        executable = None
+        telemetry = False
+        if launch is None:
+            path = self.spec.find_bootstrap()
+            if path is None:
+                candidates = " ".join(self.spec.bootstrap_candidates())
+                return InitFailure("error", "Runtime.InvalidEntrypoint",
+                                   f"Couldn't find valid bootstrap(s): [{candidates}]", retry=False)
+            argv = [path]
+            executable = _shebang_interpreter(path)
+            if executable is not None:
+                argv = ["/bin/sh", path]
+        else:
+            for line in launch.warnings:
+                self.emit(line)
+            argv = launch.argv
+            env.update(launch.env)
+            telemetry = launch.telemetry_fd
+        try:
+            self.process = BootstrapProcess.spawn(
+                argv, executable=executable, cwd=self.spec.task_root, env=env, emit=self.emit,
+                telemetry_fd=telemetry,
+            )
+        except OSError as exc:
+            return InitFailure("error", "Runtime.InvalidEntrypoint",
+                               f"fork/exec {argv[0]}: {(exc.strerror or str(exc)).lower()}", retry=False)
+        return None
+
+    async def _end_process(self, grace: float = 2.0) -> None:
+        proc, server = self.process, self.server
+        self.process = None
+        self.server = None
+        if server is not None:
+            server.close()
+        if proc is not None:
+            await proc.terminate(grace)
+
+    def _restart_in_background(self) -> None:
+        self.state = EnvState.INITIALIZING
+        self._init_task = asyncio.get_running_loop().create_task(self._init_phase())
+
+    async def invoke(self, inv: Invocation) -> None:
+        """Run one invocation to its end (the runtime's next /next, a timeout, or a crash)."""
+        self._waiting_invoke = True
+        try:
+            if self._init_task is not None and not self._init_task.done():
+                await asyncio.shield(self._init_task)
+        finally:
+            self._waiting_invoke = False
+        if self.state is EnvState.STOPPED:
+            inv.resolve(_failure_outcome(inv, "Runtime.Unavailable", "Execution environment stopped"))
+            inv.finish()
+            return
+        self.state = EnvState.BUSY
+        self.invocations += 1
+        self._current = inv
+        if inv.log_lines is not None:
+            inv.log_lines.extend(self._recent)
+        self._recent.clear()
+        started = time.monotonic()
+        timeout_s = self.spec.timeout_s
+        inv.deadline_ms = platform_log.now_ms() + timeout_s * 1000
+        init_ms = None
+        try:
+            if self.process is None or self.session is None:
+                failure = await self._spawn_and_wait(timeout_s)
+                if failure is not None:
+                    await self._fail_invoke_init(inv, failure, started)
+                    return
+            else:
+                init_ms = self._cold_init_ms
+                self._cold_init_ms = None
+            await self._run(inv, started, init_ms)
+        finally:
+            self._current = None
+            self.last_used = time.monotonic()
+            inv.finish()
+
+    async def _fail_invoke_init(self, inv: Invocation, failure: InitFailure, started: float) -> None:
+        elapsed = (time.monotonic() - started) * 1000
+        self.emit(platform_log.init_report(elapsed, "invoke", failure.status, failure.error_type))
+        self.emit(platform_log.start(inv.request_id))
+        if failure.status == "timeout":
+            seconds = time.monotonic() - started
+            self.emit(platform_log.timed_out(inv.request_id, seconds))
+            inv.resolve(_timeout_outcome(inv, seconds))
+        elif failure.body is not None:
+            self.emit(platform_log.runtime_error(None, failure.message, failure.error_type or "Runtime.Unknown"))
+            inv.resolve(Outcome(payload=failure.body, function_error="Unhandled", error_type=failure.error_type))
+        else:
+            error_type = failure.error_type or "Runtime.Unknown"
+            self.emit(platform_log.runtime_error(inv.request_id, failure.message, error_type))
+            inv.resolve(_failure_outcome(inv, error_type, failure.message))
+        await self._end_process(grace=0.5)
+        self._log_end(inv, started, None)
+        if failure.retry and not self.retired:
+            self._restart_in_background()
+        else:
+            self.state = EnvState.FAILED
+
+    async def _run(self, inv: Invocation, started: float, init_ms: float | None) -> None:
+        proc, session = self.process, self.session
+        assert proc is not None and session is not None
+        self.emit(platform_log.start(inv.request_id))
+        loop = asyncio.get_running_loop()
+        self._finished = loop.create_future()
+        session.assign(inv)
+        remaining = self.spec.timeout_s - (time.monotonic() - started)
+        done, _ = await asyncio.wait({self._finished, proc.exited}, timeout=max(remaining, 0.0),
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if self._finished.done() and proc.alive:
+            self._log_end(inv, started, init_ms)
+            self.state = EnvState.READY
+            if self.retired:
+                await self.stop()
+            return
+        if not done:  # timeout
+            seconds = time.monotonic() - started
+            self.emit(platform_log.timed_out(inv.request_id, seconds))
+            outcome = _timeout_outcome(inv, seconds)
+            self._fail_stream(inv, outcome)
+            inv.resolve(outcome)
+            self._log_end(inv, started, init_ms)
+            await self._end_process()
+        else:  # the runtime exited
+            await proc.settle_output()
+            code = proc.returncode or 0
+            message = ("Runtime exited without providing a reason" if code == 0
+                       else f"Runtime exited with error: {exit_reason(code)}")
+            self.emit(platform_log.runtime_error(inv.request_id, message, "Runtime.ExitError"))
+            outcome = _failure_outcome(inv, "Runtime.ExitError", message)
+            self._fail_stream(inv, outcome)
+            inv.resolve(outcome)
+            self._log_end(inv, started, init_ms)
+            await self._end_process(grace=0.5)
+        if self.retired:
+            await self.stop()
+        else:
+            self._restart_in_background()
+
+    @staticmethod
+    def _fail_stream(inv: Invocation, outcome: Outcome) -> None:
+        if inv.outcome.done():
+            stream = inv.outcome.result().stream
+            if stream is not None and not stream.closed:
+                stream.close(outcome.error_type, outcome.payload)
+
+    def _log_end(self, inv: Invocation, started: float, init_ms: float | None) -> None:
+        duration = (time.monotonic() - started) * 1000
+        self.emit(platform_log.end(inv.request_id))
+        peak = self.process.sample_memory() if self.process is not None and self.process.alive else 0
+        if self.process is not None:
+            peak = max(peak, self.process.peak_rss)
+        used_mb = max(1, math.ceil(peak / (1024 * 1024)))
+        billed_init = init_ms if self.spec.runtime.startswith("provided") else None
+        billed = platform_log.billed_ms(duration, self.spec.timeout_s, billed_init)
+        self.emit(platform_log.report(inv.request_id, duration, billed, self.spec.memory_mb, used_mb, init_ms))
+
+    async def stop(self) -> None:
+        """End the environment: its process tree, its Runtime API port, its temporary files."""
+        if self.state is EnvState.STOPPED:
+            return
+        self.state = EnvState.STOPPED
+        if self._init_task is not None and not self._init_task.done() and not self._waiting_invoke:
+            self._init_task.cancel()
+        await self._end_process(grace=0.3)
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+    def kill_now(self) -> None:
+        """Synchronously end the process tree (server shutdown)."""
+        self.state = EnvState.STOPPED
+        if self.process is not None:
+            self.process.kill_now()
+        if self.server is not None:
+            self.server.close()
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+
+def _shebang_interpreter(path: str) -> str | None:
+    """Amazon Linux's /bin/sh is bash: run `#!/bin/sh` bootstraps with bash (in its sh mode) here too."""
+    with contextlib.suppress(OSError), open(path, "rb") as f:
+        first = f.readline(128)
+        if first.startswith(b"#!") and first[2:].strip().split(b" ")[0] == b"/bin/sh":
+            bash = shutil.which("bash")
+            if bash is not None:
+                return os.path.realpath(bash)
+    return None
+
+
+def _failure_outcome(inv: Invocation, error_type: str, message: str) -> Outcome:
+    return Outcome(payload=error_document(error_type, f"RequestId: {inv.request_id} Error: {message}"),
+                   function_error="Unhandled", error_type=error_type)
+
+
+def _timeout_outcome(inv: Invocation, seconds: float) -> Outcome:
+    return _failure_outcome(inv, "Sandbox.Timedout", f"Task timed out after {seconds:.2f} seconds")

@@ -1,0 +1,257 @@
+"""A bootstrap process tree: spawn, capture its output line by line, notice its exit, end the whole tree."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import struct
+import subprocess
+import time
+from collections.abc import Callable
+
+MAX_LINE = 256 * 1024  # CloudWatch's event size; longer lines are split
+_FRAME_HEADER = struct.Struct(">IIQ")
+
+
+def exit_reason(returncode: int) -> str:
+    """Lambda's wording for how a runtime exited (Go's exec.ExitError text)."""
+    if returncode >= 0:
+        return f"exit status {returncode}"
+    try:
+        name = signal.strsignal(-returncode) or f"signal {-returncode}"
+    except ValueError:
+        name = f"signal {-returncode}"
+    return f"signal: {name[0].lower()}{name[1:]}"
+
+
+class _LineReader:
+    """Reads a non-blocking pipe and emits complete lines; drain() reads what is there right now."""
+
+    def __init__(self, fd: int, emit: Callable[[str], None]) -> None:
+        self.fd = fd
+        self.emit = emit
+        self.buf = b""
+        self.eof = False
+        os.set_blocking(fd, False)
+        asyncio.get_running_loop().add_reader(fd, self.drain)
+
+    def drain(self) -> None:
+        while not self.eof:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self.close()
+                return
+            self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        buf = self.buf + data
+        lines = buf.split(b"\n")
+        self.buf = lines.pop()
+        for line in lines:
+            self._emit(line)
+        while len(self.buf) > MAX_LINE:
+            self._emit(self.buf[:MAX_LINE])
+            self.buf = self.buf[MAX_LINE:]
+
+    def _emit(self, line: bytes) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if line:  # Lambda records no event for an empty line
+            self.emit(line.decode("utf-8", "replace"))
+
+    def close(self) -> None:
+        if self.eof:
+            return
+        self.eof = True
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_reader(self.fd)
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        if self.buf:
+            self._emit(self.buf)
+            self.buf = b""
+
+
+class _FrameReader(_LineReader):
+    """Reads AWS's telemetry log frames (type, length, timestamp, message): one frame, one event."""
+
+    def _feed(self, data: bytes) -> None:
+        self.buf += data
+        while len(self.buf) >= _FRAME_HEADER.size:
+            _type, length, _ts = _FRAME_HEADER.unpack_from(self.buf)
+            end = _FRAME_HEADER.size + length
+            if len(self.buf) < end:
+                return
+            message = self.buf[_FRAME_HEADER.size:end]
+            self.buf = self.buf[end:]
+            if message.endswith(b"\n"):
+                message = message[:-1]
+            self.emit(message.decode("utf-8", "replace"))
+
+    def close(self) -> None:
+        self.buf = b""  # a torn frame is dropped
+        super().close()
+
+
+class BootstrapProcess:
+    """One running bootstrap in a session of its own, so its whole tree can be ended together."""
+
+    def __init__(self, pid: int, output: _LineReader, frames: _LineReader | None) -> None:
+        self.pid = pid
+        self.output = output
+        self.frames = frames
+        self.returncode: int | None = None
+        self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.started = time.monotonic()
+        self.peak_rss = 0
+        self._pidfd: int | None = None
+        self._watch()
+
+    @classmethod
+    def spawn(
+        cls, argv: list[str], *, executable: str | None, cwd: str, env: dict[str, str],
+        emit: Callable[[str], None], telemetry_fd: bool = False,
+    ) -> BootstrapProcess:
+        """Start argv with stdout+stderr on one pipe (keeping their order) and optional framed-log pipe."""
+        out_r, out_w = os.pipe()
+        pass_fds: tuple[int, ...] = ()
+        frame_r = frame_w = -1
+        if telemetry_fd:
+            frame_r, frame_w = os.pipe()
+            env = {**env, "_LAMBDA_TELEMETRY_LOG_FD": str(frame_w)}
+            pass_fds = (frame_w,)
+        try:
+            proc = subprocess.Popen(
+                argv, executable=executable, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                stdout=out_w, stderr=out_w, pass_fds=pass_fds, start_new_session=True, close_fds=True,
+            )
+        except BaseException:
+            for fd in (out_r, frame_r, frame_w):
+                if fd >= 0:
+                    os.close(fd)
+            raise
+        finally:
+            os.close(out_w)
+        if frame_w >= 0:
+            os.close(frame_w)
+        proc.returncode = 0  # we reap it ourselves; keep Popen's __del__ from warning
+        frames = _FrameReader(frame_r, emit) if frame_r >= 0 else None
+        return cls(proc.pid, _LineReader(out_r, emit), frames)
+
+    def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):
+            loop.create_task(self._poll_exit())
+            return
+        loop.add_reader(self._pidfd, self._reap)
+
+    def _reap(self) -> None:
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = self.pid, 0
+        if pid == 0:
+            return
+        if self._pidfd is not None:
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        self._exited(os.waitstatus_to_exitcode(status))
+
+    async def _poll_exit(self) -> None:
+        while self.returncode is None:
+            await asyncio.sleep(0.005)
+            self._reap()
+
+    def _exited(self, code: int) -> None:
+        self.returncode = code
+        if not self.exited.done():
+            self.exited.set_result(code)
+
+    @property
+    def alive(self) -> bool:
+        return self.returncode is None
+
+    def drain_output(self) -> None:
+        """Read whatever output is already in the pipes, so it is logged before what happens next."""
+        self.output.drain()
+        if self.frames is not None:
+            self.frames.drain()
+
+    async def settle_output(self, timeout: float = 0.2) -> None:
+        """After exit: wait briefly for the pipes to close (children may still hold them), then stop."""
+        deadline = time.monotonic() + timeout
+        while not self.output.eof and time.monotonic() < deadline:
+            self.drain_output()
+            await asyncio.sleep(0.002)
+        self.drain_output()
+        self.output.close()
+        if self.frames is not None:
+            self.frames.close()
+
+    def signal_tree(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.pid, sig)
+
+    async def terminate(self, grace: float = 2.0) -> None:
+        """SIGTERM the whole tree, SIGKILL it after grace seconds; returns once the bootstrap is reaped."""
+        if self.alive:
+            self.signal_tree(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(self.exited), grace)
+            except TimeoutError:
+                pass
+        self.signal_tree(signal.SIGKILL)  # leftovers in the group go too
+        if self.alive:
+            await self.exited
+        await self.settle_output(0.05)
+
+    def kill_now(self) -> None:
+        """Synchronous SIGKILL of the tree (server shutdown)."""
+        self.signal_tree(signal.SIGKILL)
+
+    def sample_memory(self) -> int:
+        """Peak resident memory of the process tree so far, in bytes (sum of each process's VmHWM)."""
+        total = 0
+        for pid in _tree(self.pid):
+            total += _vm_hwm(pid)
+        if total > self.peak_rss:
+            self.peak_rss = total
+        return self.peak_rss
+
+
+def _tree(root: int) -> list[int]:
+    pids = [root]
+    i = 0
+    while i < len(pids):
+        pid = pids[i]
+        i += 1
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                pids.extend(int(c) for c in f.read().split())
+        except OSError:
+            continue
+    return pids
+
+
+def _vm_hwm(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0

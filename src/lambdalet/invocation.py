@@ -1,0 +1,99 @@
+"""The vocabulary shared along the invoke path: an Invocation, its Outcome and a streamed response."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+MAX_PAYLOAD = 6 * 1024 * 1024 + 100  # 6291556 bytes: Lambda's sync request and response limit
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+def new_trace_id() -> str:
+    """An X-Ray trace header as Lambda passes it even when active tracing is off."""
+    return f"Root=1-{int(time.time()):08x}-{secrets.token_hex(12)};Parent={secrets.token_hex(8)};Sampled=0"
+
+
+class ResponseStream:
+    """Chunks of a streamed response, flowing from the runtime's POST to the caller as they arrive."""
+
+    def __init__(self, content_type: str, maxsize: int = 64) -> None:
+        self.content_type = content_type
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize)
+        self.error_type: str | None = None
+        self.error_body: bytes | None = None  # decoded Lambda-Runtime-Function-Error-Body trailer
+        self.size = 0
+        self.closed = False
+
+    async def put(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        await self._queue.put(chunk)
+
+    def close(self, error_type: str | None = None, error_body: bytes | None = None) -> None:
+        """End the stream, optionally with the error the runtime reported in its trailers."""
+        if self.closed:
+            return
+        self.closed = True
+        self.error_type = error_type
+        self.error_body = error_body
+        try:
+            self._queue.put_nowait(None)
+        except asyncio.QueueFull:
+            asyncio.get_running_loop().create_task(self._queue.put(None))
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            chunk = await self._queue.get()
+            if chunk is None:
+                return
+            yield chunk
+
+
+@dataclass
+class Outcome:
+    """What the caller gets: a payload, or a function error document, or a stream."""
+
+    payload: bytes = b""
+    content_type: str = "application/json"
+    function_error: str | None = None  # "Unhandled" when the payload is an error document
+    error_type: str | None = None  # the platform error type (Runtime.ExitError, Sandbox.Timedout, ...)
+    stream: ResponseStream | None = None
+
+
+@dataclass
+class Invocation:
+    """One request to a function, from the front door to an environment and back."""
+
+    payload: bytes
+    invoked_arn: str
+    request_id: str = field(default_factory=new_request_id)
+    trace_id: str = field(default_factory=new_trace_id)
+    client_context: str | None = None  # decoded JSON text
+    cognito_identity: str | None = None
+    tenant_id: str | None = None
+    deadline_ms: int = 0
+    outcome: asyncio.Future[Outcome] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    log_lines: list[str] | None = None  # collected for LogType=Tail when not None
+
+    def resolve(self, outcome: Outcome) -> None:
+        if not self.outcome.done():
+            self.outcome.set_result(outcome)
+
+    def finish(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+def error_document(error_type: str, message: str) -> bytes:
+    """A platform error payload in the shape Lambda returns to callers."""
+    return json.dumps({"errorMessage": message, "errorType": error_type}, separators=(",", ":")).encode()
+

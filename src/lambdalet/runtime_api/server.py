@@ -1,0 +1,160 @@
+"""The Runtime API (2018-06-01) over HTTP, served to one bootstrap process on its own loopback port."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+
+from lambdalet.http11 import BodyTooLarge, HttpServer, Request, Response
+from lambdalet.invocation import MAX_PAYLOAD, Outcome, ResponseStream, error_document
+from lambdalet.runtime_api.session import RuntimeApiError, RuntimeSession, platform_error_type
+
+log = logging.getLogger("lambdalet.runtime_api")
+
+PREFIX = "/2018-06-01/runtime/"
+_OK = b'{"status":"OK"}\n'  # RAPID's JSON encoder ends bodies with a newline
+_JSON = {"Content-Type": "application/json"}
+
+
+def _error(resp: Response, err: RuntimeApiError) -> None:
+    body = json.dumps({"errorMessage": err.message, "errorType": err.error_type}, separators=(",", ":"))
+    resp.send(err.status, body.encode() + b"\n", _JSON)
+
+
+def too_large_error(size: int) -> Outcome:
+    msg = f"Response payload size ({size} bytes) exceeded maximum allowed payload size ({MAX_PAYLOAD} bytes)."
+    return Outcome(
+        payload=error_document("Function.ResponseSizeTooLarge", msg),
+        function_error="Unhandled", error_type="Function.ResponseSizeTooLarge",
+    )
+
+
+class RuntimeApiServer:
+    """Serves the Runtime API for the session of the current bootstrap process."""
+
+    def __init__(self, session: RuntimeSession) -> None:
+        self.session = session
+        self.http = HttpServer(self.handle)
+        self.address = ""
+
+    async def start(self) -> str:
+        host, port = await self.http.listen("127.0.0.1", 0)
+        self.address = f"{host}:{port}"
+        return self.address
+
+    def close(self) -> None:
+        self.session.close()
+        self.http.close()
+
+    async def handle(self, req: Request, resp: Response) -> None:
+        path = req.path
+        try:
+            if path.startswith(PREFIX):
+                rest = path[len(PREFIX):]
+                if rest == "invocation/next" and req.method == "GET":
+                    return await self._next(resp)
+                if rest.startswith("invocation/") and req.method == "POST":
+                    request_id, _, action = rest[len("invocation/"):].rpartition("/")
+                    if action == "response":
+                        return await self._response(req, resp, request_id)
+                    if action == "error":
+                        return await self._invocation_error(req, resp, request_id)
+                if rest == "init/error" and req.method == "POST":
+                    return await self._init_error(req, resp)
+            elif path == "/2018-06-01/ping":
+                return resp.send(200, b"pong", {"Content-Type": "text/plain"})
+            resp.send(404, b'{"errorMessage":"Not Found","errorType":"NotFound"}', _JSON)
+        except RuntimeApiError as err:
+            if not resp.started:
+                _error(resp, err)
+
+    async def _next(self, resp: Response) -> None:
+        inv = await self.session.next()
+        headers = [
+            ("Content-Type", "application/json"),
+            ("Lambda-Runtime-Aws-Request-Id", inv.request_id),
+            ("Lambda-Runtime-Deadline-Ms", str(inv.deadline_ms)),
+            ("Lambda-Runtime-Invoked-Function-Arn", inv.invoked_arn),
+            ("Lambda-Runtime-Trace-Id", inv.trace_id),
+        ]
+        if inv.client_context:
+            headers.append(("Lambda-Runtime-Client-Context", inv.client_context))
+        if inv.cognito_identity:
+            headers.append(("Lambda-Runtime-Cognito-Identity", inv.cognito_identity))
+        if inv.tenant_id:
+            headers.append(("Lambda-Runtime-Aws-Tenant-Id", inv.tenant_id))
+        resp.send(200, inv.payload, headers)
+
+    async def _response(self, req: Request, resp: Response, request_id: str) -> None:
+        inv = self.session.check_response(request_id, "InvocationResponse")
+        mode = req.headers.get("lambda-runtime-function-response-mode")
+        content_type = req.headers.get("content-type", "application/json")
+        if mode is not None:
+            if mode.lower() != "streaming":
+                self.session.respond(inv, Outcome(
+                    payload=error_document("Runtime.InvalidResponseModeHeader", "Invalid function response mode"),
+                    function_error="Unhandled", error_type="Runtime.InvalidResponseModeHeader"))
+                raise RuntimeApiError(400, "InvalidFunctionResponseMode", "Invalid function response mode")
+            return await self._stream_response(req, resp, inv, content_type)
+        try:
+            body = await req.read(MAX_PAYLOAD)
+        except BodyTooLarge as exc:
+            self.session.respond(inv, too_large_error(exc.size))
+            raise RuntimeApiError(
+                413, "RequestEntityTooLarge", f"Exceeded maximum allowed payload size ({MAX_PAYLOAD} bytes)."
+            ) from None
+        except ConnectionError:
+            return
+        self.session.respond(inv, Outcome(payload=body, content_type=content_type))
+        resp.send(202, _OK, _JSON)
+
+    async def _stream_response(self, req: Request, resp: Response, inv, content_type: str) -> None:
+        stream = ResponseStream(content_type)
+        self.session.respond(inv, Outcome(stream=stream, content_type=content_type))
+        try:
+            async for chunk in req.stream():
+                await stream.put(chunk)
+        except ConnectionError:
+            stream.close("Runtime.TruncatedResponse", None)
+            return
+        error_type = req.trailers.get("lambda-runtime-function-error-type")
+        error_body = None
+        if error_type is not None:
+            raw = req.trailers.get("lambda-runtime-function-error-body", "")
+            try:
+                error_body = base64.b64decode(raw, validate=True) if raw else None
+            except (binascii.Error, ValueError):
+                error_body = None
+        stream.close(error_type, error_body)
+        resp.send(202, _OK, _JSON)
+
+    async def _invocation_error(self, req: Request, resp: Response, request_id: str) -> None:
+        inv = self.session.check_response(request_id, "InvocationErrorResponse")
+        header = req.headers.get("lambda-runtime-function-error-type")
+        try:
+            body = await req.read(MAX_PAYLOAD)
+        except BodyTooLarge:
+            body = b""
+        except ConnectionError:
+            return
+        error_type = platform_error_type(header)
+        if not body.strip():
+            body = error_document(header or error_type, header or error_type)
+        self.session.respond(inv, Outcome(
+            payload=body, content_type="application/json", function_error="Unhandled", error_type=error_type,
+        ))
+        resp.send(202, _OK, _JSON)
+
+    async def _init_error(self, req: Request, resp: Response) -> None:
+        header = req.headers.get("lambda-runtime-function-error-type")
+        try:
+            body = await req.read(MAX_PAYLOAD)
+        except (BodyTooLarge, ConnectionError):
+            body = b""
+        if not body.strip():
+            error_type = platform_error_type(header)
+            body = error_document(error_type, "Unknown application error occurred")
+        self.session.init_failed(header, body)
+        resp.send(202, _OK, _JSON)

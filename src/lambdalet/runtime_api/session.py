@@ -1,0 +1,139 @@
+"""The Runtime API state machine for one bootstrap process: what /next, /response and /error may do when.
+
+States and transitions follow Lambda's runtime states (Started, Ready, Running, ResponseSent,
+InitError). The session knows nothing about HTTP; the server turns its answers into responses,
+and it tells its listener (the execution environment) about the moments that matter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import re
+from typing import Protocol
+
+from lambdalet.invocation import Invocation, Outcome
+
+_ERROR_TYPE = re.compile(r"(Runtime|Function)\.[A-Z][a-zA-Z]+")
+
+
+class State(enum.Enum):
+    STARTED = "Started"
+    READY = "Ready"
+    RUNNING = "Running"
+    RESPONSE_SENT = "RuntimeResponseSent"
+    INIT_ERROR = "InitError"
+
+
+class RuntimeApiError(Exception):
+    """An error answer of the Runtime API: HTTP status plus Lambda's errorType and errorMessage."""
+
+    def __init__(self, status: int, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+        self.message = message
+
+
+def invalid_transition(current: str, target: str) -> RuntimeApiError:
+    return RuntimeApiError(
+        403, "InvalidStateTransition",
+        f"State transition from {current} to {target} failed for runtime. Error: State transition is not allowed",
+    )
+
+
+def invalid_request_id() -> RuntimeApiError:
+    return RuntimeApiError(400, "InvalidRequestID", "Invalid request ID")
+
+
+def platform_error_type(header: str | None) -> str:
+    """The error type Lambda records for a Lambda-Runtime-Function-Error-Type header value."""
+    if header and _ERROR_TYPE.search(header):
+        return header
+    if header and header.startswith("Function."):
+        return "Function.Unknown"
+    return "Runtime.Unknown"
+
+
+class RuntimeListener(Protocol):
+    """The execution environment, told about the runtime's progress."""
+
+    def runtime_ready(self) -> None:
+        """The first /next arrived: init is complete."""
+
+    def invocation_finished(self) -> None:
+        """/next arrived after a response or error: the current invocation has ended."""
+
+    def init_error(self, error_type: str, body: bytes) -> None:
+        """The runtime reported an init error."""
+
+
+class RuntimeSession:
+    """Runtime API state for one bootstrap process."""
+
+    def __init__(self, listener: RuntimeListener) -> None:
+        self.listener = listener
+        self.state = State.STARTED
+        self.current: Invocation | None = None
+        self._waiter: asyncio.Future[Invocation] | None = None
+
+    # -- called by the environment
+    def assign(self, inv: Invocation) -> None:
+        """Hand an invocation to the runtime's parked /next (the runtime must be Ready)."""
+        if self.state is not State.READY:
+            raise RuntimeError(f"runtime not ready for an invocation (state {self.state.value})")
+        self.current = inv
+        self.state = State.RUNNING
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(inv)  # otherwise the runtime's next /next gets it
+        self._waiter = None
+
+    @property
+    def parked(self) -> bool:
+        return self._waiter is not None and not self._waiter.done()
+
+    def close(self) -> None:
+        """The process is gone: drop a parked /next."""
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.cancel()
+        self._waiter = None
+
+    # -- called by the Runtime API server
+    async def next(self) -> Invocation:
+        state = self.state
+        if state is State.INIT_ERROR:
+            raise invalid_transition("InitError", "Ready")
+        if state is State.RUNNING and self.current is not None:
+            return self.current  # an unanswered event is handed out again
+        self.state = State.READY
+        if state is State.STARTED:
+            self.listener.runtime_ready()
+        elif state is State.RESPONSE_SENT:
+            self.current = None
+            self.listener.invocation_finished()
+        if self.state is State.RUNNING and self.current is not None:
+            return self.current  # the listener assigned an invocation synchronously
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.cancel()  # a newer /next replaces one left parked
+        self._waiter = asyncio.get_running_loop().create_future()
+        return await self._waiter
+
+    def check_response(self, request_id: str, target: str) -> Invocation:
+        """Validate a /response or /error for request_id; returns the invocation it answers."""
+        inv = self.current
+        if inv is None or request_id != inv.request_id:
+            raise invalid_request_id()
+        if self.state is not State.RUNNING:
+            raise invalid_transition(self.state.value, target)
+        return inv
+
+    def respond(self, inv: Invocation, outcome: Outcome) -> None:
+        """Record the runtime's answer for the current invocation and pass it to the caller."""
+        self.state = State.RESPONSE_SENT
+        inv.resolve(outcome)
+
+    def init_failed(self, header: str | None, body: bytes) -> None:
+        if self.state is not State.STARTED:
+            raise invalid_transition(self.state.value, "InitError")
+        self.state = State.INIT_ERROR
+        self.listener.init_error(platform_error_type(header), body)

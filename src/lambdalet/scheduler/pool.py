@@ -1,0 +1,176 @@
+"""Per-function warm pools: pick or create an execution environment for each invocation.
+
+An environment runs one invocation at a time. An invocation takes the most recently used idle
+environment (warm start), else one whose Init phase is running, else one whose last init failed
+(it retries init inside the invoke, as Lambda does), else a new environment (cold start) while
+the function's and the server's concurrency allow, else it is throttled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from lambdalet.environment import EnvState, ExecutionEnvironment, FunctionSpec, LogSink
+from lambdalet.invocation import Invocation
+
+log = logging.getLogger("lambdalet.scheduler")
+
+
+class Throttled(Exception):
+    """No environment may be started for this invocation: a concurrency limit is reached."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Limits:
+    max_concurrency: int = 1000  # environments across all functions, like an account's limit
+    idle_timeout_s: float = 600.0  # idle environments are ended after this long
+
+
+_PREFERENCE = {EnvState.READY: 0, EnvState.INITIALIZING: 1, EnvState.FAILED: 2}
+
+
+class FunctionPool:
+    """The environments of one function."""
+
+    def __init__(self, spec: FunctionSpec, reserved: int | None) -> None:
+        self.spec = spec
+        self.reserved = reserved
+        self.envs: list[ExecutionEnvironment] = []
+
+    def pick(self) -> ExecutionEnvironment | None:
+        best: ExecutionEnvironment | None = None
+        for env in self.envs:
+            if not env.available:
+                continue
+            if best is None or (_PREFERENCE[env.state], -env.last_used) < (
+                    _PREFERENCE[best.state], -best.last_used):
+                best = env
+        return best
+
+
+class Scheduler:
+    """Routes invocations to environments; owns every environment's life."""
+
+    def __init__(self, sink: LogSink, tmp_root: str, limits: Limits) -> None:
+        self.sink = sink
+        self.tmp_root = tmp_root
+        self.limits = limits
+        self.pools: dict[str, FunctionPool] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reaper: asyncio.Task[None] | None = None
+
+    @property
+    def environment_count(self) -> int:
+        return sum(len(p.envs) for p in self.pools.values())
+
+    def configure(self, spec: FunctionSpec, reserved: int | None) -> None:
+        """Set a function's current version; environments of an older revision are retired."""
+        pool = self.pools.get(spec.name)
+        if pool is None:
+            self.pools[spec.name] = FunctionPool(spec, reserved)
+            return
+        pool.reserved = reserved
+        if pool.spec.revision_id != spec.revision_id:
+            pool.spec = spec
+            for env in pool.envs:
+                self._retire(pool, env)
+
+    def remove(self, name: str) -> None:
+        pool = self.pools.pop(name, None)
+        if pool is not None:
+            for env in list(pool.envs):
+                self._retire(pool, env)
+
+    def _retire(self, pool: FunctionPool, env: ExecutionEnvironment) -> None:
+        env.retired = True
+        if env.state is not EnvState.BUSY and not env._waiting_invoke:
+            self._spawn_task(self._stop(pool, env))
+
+    async def _stop(self, pool: FunctionPool, env: ExecutionEnvironment) -> None:
+        await env.stop()
+        if env in pool.envs:
+            pool.envs.remove(env)
+
+    def _spawn_task(self, coro) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def acquire(self, name: str) -> ExecutionEnvironment:
+        """An environment for one invocation of function `name`, or Throttled."""
+        pool = self.pools[name]
+        env = pool.pick()
+        if env is not None:
+            return env
+        if pool.reserved is not None and len(pool.envs) >= pool.reserved:
+            raise Throttled("ReservedFunctionConcurrentInvocationLimitExceeded")
+        if self.environment_count >= self.limits.max_concurrency:
+            if not self._evict_idle():
+                raise Throttled("ConcurrentInvocationLimitExceeded")
+        env = ExecutionEnvironment(pool.spec, self.sink, self.tmp_root)
+        pool.envs.append(env)
+        env.start()
+        log.info("cold start: %s environment %s", name, env.id)
+        return env
+
+    def _evict_idle(self) -> bool:
+        """Make room by ending the longest-idle environment of any function."""
+        idle = [(env.last_used, pool, env) for pool in self.pools.values() for env in pool.envs
+                if env.state in (EnvState.READY, EnvState.FAILED) and not env._waiting_invoke]
+        if not idle:
+            return False
+        _, pool, env = min(idle, key=lambda t: t[0])
+        pool.envs.remove(env)
+        self._spawn_task(env.stop())
+        return True
+
+    async def invoke(self, name: str, inv: Invocation) -> ExecutionEnvironment:
+        """Start inv on an environment; returns it (inv.outcome / inv.done report progress)."""
+        env = self.acquire(name)
+        pool = self.pools[name]
+        task = self._spawn_task(env.invoke(inv))
+        task.add_done_callback(lambda t, p=pool, e=env: self._after_invoke(p, e, t))
+        return env
+
+    def _after_invoke(self, pool: FunctionPool, env: ExecutionEnvironment, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("invocation failed in environment %s", env.id, exc_info=task.exception())
+        if env.retired and env.state is not EnvState.BUSY:
+            self._spawn_task(self._stop(pool, env))
+
+    def start_reaper(self) -> None:
+        self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
+
+    async def _reap_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(5.0, max(0.2, self.limits.idle_timeout_s / 4)))
+            self.reap_idle()
+
+    def reap_idle(self) -> None:
+        cutoff = time.monotonic() - self.limits.idle_timeout_s
+        for pool in self.pools.values():
+            for env in list(pool.envs):
+                if env.state in (EnvState.READY, EnvState.FAILED) and not env._waiting_invoke \
+                        and env.last_used < cutoff:
+                    log.info("idle: ending %s environment %s", pool.spec.name, env.id)
+                    pool.envs.remove(env)
+                    self._spawn_task(env.stop())
+
+    def shutdown(self) -> None:
+        """End every environment's process tree now (no orphans)."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for pool in self.pools.values():
+            for env in pool.envs:
+                env.kill_now()
+            pool.envs.clear()
+        for task in list(self._tasks):
+            task.cancel()

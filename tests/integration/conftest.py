@@ -1,0 +1,158 @@
+"""Integration fixtures: a real `lambdalet serve` process, real boto3 clients, zips built in memory."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+
+REPO = Path(__file__).resolve().parents[2]
+_names = itertools.count()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    endpoint: str
+    data_dir: Path
+    process: subprocess.Popen
+    log_path: Path
+
+    def client(self, service: str, read_timeout: int = 120):
+        return boto3.client(
+            service, endpoint_url=self.endpoint, region_name="us-east-1", aws_access_key_id="test",
+            aws_secret_access_key="test",
+            config=Config(retries={"max_attempts": 0}, read_timeout=read_timeout, connect_timeout=5),
+        )
+
+    @property
+    def lambda_client(self):
+        return self.client("lambda")
+
+    @property
+    def logs_client(self):
+        return self.client("logs")
+
+    def server_log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(data_dir: Path, *extra: str) -> Server:
+    port = free_port()
+    log_path = data_dir.parent / f"server-{port}.log"
+    log_file = open(log_path, "wb")  # noqa: SIM115 - lives as long as the server
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lambdalet.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--data-dir", str(data_dir), *extra],
+        stdout=log_file, stderr=subprocess.STDOUT, cwd=str(REPO),
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(endpoint + "/lambdalet/health", timeout=1):
+                return Server(endpoint, data_dir, proc, log_path)
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("lambdalet serve did not start:\n" + log_path.read_text(errors="replace"))
+
+
+def stop_server(server: Server) -> int:
+    server.process.send_signal(signal.SIGTERM)
+    try:
+        return server.process.wait(15)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        return server.process.wait()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> Iterator[Server]:
+    """One real `lambdalet serve` shared by the session's tests (each test uses its own functions)."""
+    srv = start_server(tmp_path_factory.mktemp("lambdalet") / "data", "--async-retry-delay", "1")
+    yield srv
+    stop_server(srv)
+
+
+def unique_name(prefix: str = "fn") -> str:
+    return f"{prefix}-{os.getpid()}-{next(_names)}"
+
+
+def make_zip(files: dict[str, str | bytes], executable: tuple[str, ...] = ("bootstrap",)) -> bytes:
+    """A deployment zip from {path: content}; paths in `executable` get mode 0755."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path, content in files.items():
+            info = zipfile.ZipInfo(path, date_time=(2024, 1, 1, 0, 0, 0))
+            info.external_attr = (0o100755 if path in executable else 0o100644) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, content)
+    return buf.getvalue()
+
+
+def create_function(server: Server, name: str, zip_bytes: bytes, runtime: str = "provided.al2023",
+                    handler: str = "function.handler", timeout: int = 3, memory: int = 128,
+                    env: dict[str, str] | None = None, **extra) -> dict:
+    kwargs = dict(FunctionName=name, Runtime=runtime, Handler=handler, Role="arn:aws:iam::000000000000:role/x",
+                  Code={"ZipFile": zip_bytes}, Timeout=timeout, MemorySize=memory, **extra)
+    if env:
+        kwargs["Environment"] = {"Variables": env}
+    return server.lambda_client.create_function(**kwargs)
+
+
+def log_events(server: Server, function_name: str) -> list[dict]:
+    """All log events of a function, in order, across its streams."""
+    logs = server.logs_client
+    group = f"/aws/lambda/{function_name}"
+    events: list[dict] = []
+    token = None
+    try:
+        while True:
+            kwargs = {"logGroupName": group}
+            if token:
+                kwargs["nextToken"] = token
+            page = logs.filter_log_events(**kwargs)
+            events.extend(page["events"])
+            token = page.get("nextToken")
+            if not token:
+                return events
+    except logs.exceptions.ResourceNotFoundException:
+        return []
+
+
+def log_messages(server: Server, function_name: str) -> list[str]:
+    return [e["message"] for e in log_events(server, function_name)]
+
+
+def wait_for_log(server: Server, function_name: str, predicate, timeout: float = 20.0) -> list[str]:
+    """Poll the function's log until predicate(messages) is true; returns the messages."""
+    deadline = time.time() + timeout
+    while True:
+        messages = log_messages(server, function_name)
+        if predicate(messages):
+            return messages
+        if time.time() > deadline:
+            raise AssertionError("log condition not met; log was:\n" + "\n".join(messages))
+        time.sleep(0.1)
