@@ -21,6 +21,7 @@ import secrets
 import shutil
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -76,6 +77,7 @@ class ExecutionEnvironment:
         self._current: Invocation | None = None
         self._waiting_invoke = False
         self._recent: deque[str] = deque(maxlen=64)  # lines since the last invoke, for LogType=Tail
+        self.on_idle: Callable[[], None] | None = None  # told when the environment can take work again
 
     # ---------------------------------------------------------------- logs
     def emit(self, message: str) -> None:
@@ -106,6 +108,12 @@ class ExecutionEnvironment:
         """Can take an invocation now (possibly after waiting for its Init phase)."""
         return not self.retired and not self._waiting_invoke and self.state in (
             EnvState.READY, EnvState.INITIALIZING, EnvState.FAILED)
+
+    @property
+    def finishing(self) -> bool:
+        """Busy, but the caller already has its response: free again at the runtime's next /next."""
+        inv = self._current
+        return self.state is EnvState.BUSY and inv is not None and inv.outcome.done() and not self.retired
 
     def start(self) -> None:
         """Begin the Init phase (a cold start)."""
@@ -247,6 +255,8 @@ class ExecutionEnvironment:
             self._current = None
             self.last_used = time.monotonic()
             inv.finish()
+            if self.on_idle is not None and self.available:
+                self.on_idle()
 
     async def _fail_invoke_init(self, inv: Invocation, failure: InitFailure, started: float) -> None:
         elapsed = (time.monotonic() - started) * 1000

@@ -9,6 +9,7 @@ the function's and the server's concurrency allow, else it is throttled.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ class Limits:
 
 
 _PREFERENCE = {EnvState.READY: 0, EnvState.INITIALIZING: 1, EnvState.FAILED: 2}
+# An invocation arriving while an environment has answered but not yet called /next again waits this
+# long for it before starting a new environment: back-to-back calls then stay on one warm environment.
+FINISHING_GRACE_S = 0.1
 
 
 class FunctionPool:
@@ -43,6 +47,7 @@ class FunctionPool:
         self.spec = spec
         self.reserved = reserved
         self.envs: list[ExecutionEnvironment] = []
+        self.idle = asyncio.Event()  # set when an environment becomes free
 
     def pick(self) -> ExecutionEnvironment | None:
         best: ExecutionEnvironment | None = None
@@ -116,6 +121,7 @@ class Scheduler:
             if not self._evict_idle():
                 raise Throttled("ConcurrentInvocationLimitExceeded")
         env = ExecutionEnvironment(pool.spec, self.sink, self.tmp_root)
+        env.on_idle = pool.idle.set
         pool.envs.append(env)
         env.start()
         log.info("cold start: %s environment %s", name, env.id)
@@ -134,8 +140,12 @@ class Scheduler:
 
     async def invoke(self, name: str, inv: Invocation) -> ExecutionEnvironment:
         """Start inv on an environment; returns it (inv.outcome / inv.done report progress)."""
-        env = self.acquire(name)
         pool = self.pools[name]
+        if pool.pick() is None and any(e.finishing for e in pool.envs):
+            pool.idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pool.idle.wait(), FINISHING_GRACE_S)
+        env = self.acquire(name)
         task = self._spawn_task(env.invoke(inv))
         task.add_done_callback(lambda t, p=pool, e=env: self._after_invoke(p, e, t))
         return env

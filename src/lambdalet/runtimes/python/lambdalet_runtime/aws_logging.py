@@ -6,11 +6,11 @@ through `logging` do not pay for importing it.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import traceback
 
+from . import fast_json
 from .log_sink import LogSink
 
 TEXT_FORMAT = "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s\n"
@@ -59,8 +59,7 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS and key not in doc:
                 doc[key] = value
-        return json.dumps({k: v for k, v in doc.items() if v is not None}, default=str,
-                          ensure_ascii=False) + "\n"
+        return fast_json.dumps({k: v for k, v in doc.items() if v is not None}, False, str) + "\n"
 
 
 class SinkHandler(logging.Handler):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
+from . import fast_json
 from .handler_loader import FaultError, error_document, load_handler
 from .lambda_context import LambdaContext
 from .log_sink import LogSink
@@ -112,7 +112,7 @@ class Runtime:
         if not raw:
             return None
         try:
-            return json.loads(raw)
+            return fast_json.loads(raw)
         except Exception as e:
             message = f"Unable to parse {what} JSON: {e}"
             raise FaultError("Runtime.LambdaContextUnmarshalError", message) from None
@@ -122,7 +122,7 @@ class Runtime:
         if content_type != "application/json":
             return body
         try:
-            return json.loads(body)
+            return fast_json.loads(body)
         except Exception as e:
             raise FaultError("Runtime.UnmarshalError", f"Unable to unmarshal input: {e}") from None
 
@@ -130,13 +130,13 @@ class Runtime:
         if isinstance(result, (bytes, bytearray)):
             return bytes(result), "application/unknown"
         try:
-            text = json.dumps(result, ensure_ascii=self.ensure_ascii, default=_json_default)
+            text = fast_json.dumps(result, self.ensure_ascii, _json_default)
         except Exception as e:
             raise FaultError("Runtime.MarshalError", f"Unable to marshal response: {e}") from None
         return text.encode("utf-8"), "application/json"
 
     def _dumps(self, doc: dict) -> bytes:
-        return json.dumps(doc, ensure_ascii=self.ensure_ascii, default=str).encode("utf-8")
+        return fast_json.dumps(doc, self.ensure_ascii, str).encode("utf-8")
 
 
 def run(handler_name: str) -> None:

@@ -10,6 +10,8 @@ import os
 import sys
 import time
 
+from . import fast_json
+
 FRAME_BASE = 0xA55A0002
 TEXT_BIT = 0x1
 LEVEL_BITS = {"TRACE": 0x04, "DEBUG": 0x08, "INFO": 0x0C, "WARN": 0x10, "WARNING": 0x10, "ERROR": 0x14,
@@ -68,8 +70,6 @@ class LogSink:
     def write_error(self, error: dict) -> None:
         """Log an uncaught error the way AWS does: `[ERROR] Type: msg` + traceback, or a JSON record."""
         if self.json_format:
-            import json
-
             record = {
                 "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "level": "ERROR",
@@ -80,7 +80,7 @@ class LogSink:
             }
             if self.tenant_id:
                 record["tenantId"] = self.tenant_id
-            self.write(json.dumps(record, ensure_ascii=False) + "\n", "ERROR", always_level=True)
+            self.write(fast_json.dumps(record, False) + "\n", "ERROR", always_level=True)
             return
         lines = [f"[ERROR] {error['errorType']}: {error['errorMessage']}",
                  "Traceback (most recent call last):"]
@@ -96,11 +96,9 @@ class LogSink:
     def write_init_warning(self) -> None:
         """The warning AWS logs (through logging.warning) before an init error."""
         if self.json_format:
-            import json
-
             record = {"timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "level": "WARNING",
                       "message": INIT_WARNING, "logger": "root"}
-            self.write(json.dumps(record, ensure_ascii=False) + "\n", "WARN")
+            self.write(fast_json.dumps(record, False) + "\n", "WARN")
             return
         now = time.time()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
