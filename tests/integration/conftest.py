@@ -37,11 +37,12 @@ class Server:
     process: subprocess.Popen
     log_path: Path
 
-    def client(self, service: str, read_timeout: int = 120):
+    def client(self, service: str, read_timeout: int = 120, validate: bool = True):
         return boto3.client(
             service, endpoint_url=self.endpoint, region_name="us-east-1", aws_access_key_id="test",
             aws_secret_access_key="test",
-            config=Config(retries={"max_attempts": 0}, read_timeout=read_timeout, connect_timeout=5),
+            config=Config(retries={"max_attempts": 0}, read_timeout=read_timeout, connect_timeout=5,
+                          parameter_validation=validate),
         )
 
     @property

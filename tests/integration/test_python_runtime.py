@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 
 import pytest
-from conftest import Server, create_function, make_zip, unique_name, wait_for_log
+from conftest import (
+    Server,
+    create_function,
+    log_messages,
+    make_zip,
+    start_server,
+    stop_server,
+    unique_name,
+    wait_for_log,
+)
+
+from lambdalet.environment.managed.python import find_interpreter
 
 RUNTIME = "python3.12"
 
@@ -277,3 +289,54 @@ def test_boto3_inside_function_reaches_lambdalet(server: Server) -> None:
     payload, error, _ = invoke(server, name, {})
     assert error is None, payload
     assert payload == {"me": True, "group": True, "task_root_first": True}
+
+
+INTERPRETER_APP = """
+import sys
+
+def handler(event, context):
+    with open("/proc/self/cmdline", "rb") as f:
+        argv0 = f.read().split(b"\\0")[0].decode()
+    return {"version": list(sys.version_info[:2]), "executable": sys.executable, "argv0": argv0}
+"""
+
+
+def test_matching_host_interpreter_is_spawned(server: Server) -> None:
+    runtime = next((r for r in ("python3.12", "python3.13", "python3.11") if find_interpreter(r)), None)
+    if runtime is None:
+        pytest.skip("no python3.11-3.13 on this host")
+    name = deploy(server, {"app.py": INTERPRETER_APP}, "app.handler", runtime=runtime)
+    payload, error, _ = invoke(server, name, {})
+    assert error is None, payload
+    assert payload["version"] == [3, int(runtime.split(".")[1])]
+    assert payload["argv0"] == os.path.realpath(payload["argv0"]) == find_interpreter(runtime)
+    assert "/shims/" not in payload["argv0"]
+
+
+def test_missing_interpreter_falls_back_with_warning(server: Server) -> None:
+    missing = next((f"python3.{m}" for m in range(14, 8, -1) if not find_interpreter(f"python3.{m}")), None)
+    if missing is None:
+        pytest.skip("every python3.x is installed here")
+    name = deploy(server, {"app.py": INTERPRETER_APP}, "app.handler", runtime=missing)
+    payload, error, _ = invoke(server, name, {})
+    assert error is None, payload
+    messages = wait_for_log(server, name, lambda m: any("LAMBDALET_WARNING" in x for x in m))
+    warning = next(m for m in messages if "LAMBDALET_WARNING" in m)
+    assert f"no {missing} interpreter" in warning and payload["argv0"] in warning
+
+
+@pytest.mark.slow
+def test_runtime_interpreter_option(tmp_path) -> None:
+    available = [r for r in (f"python3.{m}" for m in range(9, 15)) if find_interpreter(r)]
+    if not available:
+        pytest.skip("no python3.x interpreter found")
+    target = find_interpreter(available[0])
+    srv = start_server(tmp_path / "data", "--runtime-interpreter", f"python3.14={target}")
+    try:
+        name = deploy(srv, {"app.py": INTERPRETER_APP}, "app.handler", runtime="python3.14")
+        payload, error, _ = invoke(srv, name, {})
+        assert error is None, payload
+        assert payload["argv0"] == target
+        assert not any("LAMBDALET_WARNING" in m for m in log_messages(srv, name))
+    finally:
+        stop_server(srv)

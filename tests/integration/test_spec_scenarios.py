@@ -371,7 +371,9 @@ def test_work_after_response_within_a_long_timeout_continues(server):
     name, _ = deploy(server, sb.SLEEP_AFTER_RESPONSE, timeout=30)
     resp, body, took = invoke(server, name)
     assert "FunctionError" not in resp and took < 2
-    msgs = wait_for_log(server, name, lambda m: "sleep 15s over" in m, timeout=25)
-    assert msgs[-1] == "now to call /next API"
+    msgs = wait_for_log(server, name, lambda m: any(x.startswith("REPORT") for x in m), timeout=25)
+    i = msgs.index("sleep 15s over")
+    assert msgs[i + 1] == "now to call /next API" and msgs[i + 2].startswith("END RequestId")
     assert not any("Task timed out" in m for m in msgs)
-    assert [e for e in log_events(server, name) if e["message"].startswith("END")]
+    assert 15000 < float(reports(msgs)[0]["d"]) < 16500  # the invoke ends at the next /next
+    assert len(log_events(server, name)) == len(msgs)

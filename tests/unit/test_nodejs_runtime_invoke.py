@@ -95,12 +95,14 @@ def test_unstringifiable_result(tmp_path: Path) -> None:
     code = "export const handler = async () => { const a = {}; a.self = a; return a; };"
     path, doc = answer(run(tmp_path, code))
     assert path == ERROR.format("req-1")
-    assert (doc["errorType"], doc["errorMessage"]) == ("Runtime.JSONStringifyError", "Unable to stringify response body")
+    assert doc["errorType"] == "Runtime.JSONStringifyError"
+    assert doc["errorMessage"] == "Unable to stringify response body"
 
 
 @pytest.mark.parametrize("runtime", ["nodejs18.x", "nodejs20.x", "nodejs22.x"])
 def test_callback_handler_works_up_to_22(tmp_path: Path, runtime: str) -> None:
-    code = "exports.handler = (event, context, callback) => { callback(null, {ok: event.x}); callback(null, 'second'); };"
+    code = ("exports.handler = (event, context, callback) => "
+            "{ callback(null, {ok: event.x}); callback(null, 'second'); };")
     result = run(tmp_path, code, [Event("r1", b'{"x":7}')], file="index.js", runtime=runtime)
     assert answer(result) == (RESPONSE.format("r1"), {"ok": 7})
 
@@ -172,7 +174,8 @@ def test_callback_handler_refused_on_24(tmp_path: Path, code: str) -> None:
 
 
 def test_context_succeed_absent_on_24(tmp_path: Path) -> None:
-    code = "export const handler = async (e, c) => [typeof c.succeed, typeof c.done, 'callbackWaitsForEmptyEventLoop' in c];"
+    code = ("export const handler = async (e, c) => "
+            "[typeof c.succeed, typeof c.done, 'callbackWaitsForEmptyEventLoop' in c];")
     assert answer(run(tmp_path, code, runtime="nodejs24.x"))[1] == ["undefined", "undefined", False]
 
 

@@ -25,7 +25,7 @@ def ctx(runtime: str = "nodejs20.x", user_env: dict[str, str] | None = None, mem
 
 
 def test_supported_runtimes() -> None:
-    assert launch.SUPPORTED == {"nodejs18.x", "nodejs20.x", "nodejs22.x", "nodejs24.x"}
+    assert sorted(launch.SUPPORTED) == ["nodejs18.x", "nodejs20.x", "nodejs22.x", "nodejs24.x"]
     for runtime in launch.SUPPORTED:
         assert is_supported(runtime)
     assert not is_supported("nodejs16.x")

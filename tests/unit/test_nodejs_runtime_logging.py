@@ -44,7 +44,8 @@ def test_log_level_filters(tmp_path: Path) -> None:
 
 
 def test_json_format(tmp_path: Path) -> None:
-    lines = run(tmp_path, "nodejs24.x", env={"AWS_LAMBDA_LOG_FORMAT": "JSON", "AWS_LAMBDA_LOG_LEVEL": "DEBUG"}).log_lines
+    env = {"AWS_LAMBDA_LOG_FORMAT": "JSON", "AWS_LAMBDA_LOG_LEVEL": "DEBUG"}
+    lines = run(tmp_path, "nodejs24.x", env=env).log_lines
     records = [json.loads(line) for line in lines]
     assert records[0]["message"] == "init line" and records[0]["requestId"] == "-"
     hello = records[1]
@@ -83,7 +84,8 @@ def test_telemetry_fd_frames(tmp_path: Path) -> None:
 
 
 def test_telemetry_fd_json_frames_and_env_removed(tmp_path: Path) -> None:
-    code = "export const handler = async () => { console.warn('x'); return process.env._LAMBDA_TELEMETRY_LOG_FD ?? null; };"
+    code = ("export const handler = async () => "
+            "{ console.warn('x'); return process.env._LAMBDA_TELEMETRY_LOG_FD ?? null; };")
     result = run_runtime(tmp_path, {"index.mjs": code}, "index.handler", [Event("req-1")], telemetry=True,
                          env={"AWS_LAMBDA_LOG_FORMAT": "JSON"})
     assert result.answers[0].body == b"null"

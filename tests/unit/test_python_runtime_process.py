@@ -173,6 +173,10 @@ class Boom(Exception):
 def fail(event, context):
     raise Boom("bad thing")
 
+def context_log(event, context):
+    context.log("line one\\nline two")
+    return "logged"
+
 def unmarshalable(event, context):
     return {1, 2}
 
@@ -474,3 +478,10 @@ def test_time_to_first_next(stub: StubRuntimeApi, tmp_path: Path) -> None:
     proc.invoke("req-1", {})
     assert time.perf_counter() - start < 2.0
     proc.finish()
+
+
+def test_context_log_is_one_record(stub: StubRuntimeApi, tmp_path: Path) -> None:
+    proc = RuntimeProcess(stub, write_task(tmp_path, {"app.py": APP}), "app.context_log")
+    proc.invoke("req-1", {})
+    _, frames, _ = proc.finish()
+    assert (0xA55A0003, "line one\nline two") in frames

@@ -144,3 +144,23 @@ def test_uncaught_error_on_stdout(capsys: pytest.CaptureFixture[str]) -> None:
         '\r\u00a0\u00a0\u00a0\u00a0raise Boom("bad")\n'
     )
     assert os.environ.get("_LAMBDA_TELEMETRY_LOG_FD") is None
+
+
+def test_fast_json_matches_json() -> None:
+    from lambdalet_runtime import fast_json
+
+    values = [{"a": [1, 2.5, None, True, "é\u2028"], "b": {"c": -1e300}}, "s", 3, None, [], {}, {1: 2},
+              [float("nan"), float("inf")]]
+    for value in values:
+        for ensure_ascii in (True, False):
+            assert fast_json.dumps(value, ensure_ascii) == json.dumps(value, ensure_ascii=ensure_ascii)
+    for text in [b'{"a": [1, 2.5, "x\\u00e9"]}', b"  [1] ", b"\xef\xbb\xbf{}", b'"s"', "NaN"]:
+        assert repr(fast_json.loads(text)) == repr(json.loads(text))
+    for bad in [b"{not", b"[1] x", b""]:
+        with pytest.raises(json.JSONDecodeError) as ours:
+            fast_json.loads(bad)
+        with pytest.raises(json.JSONDecodeError) as theirs:
+            json.loads(bad)
+        assert str(ours.value) == str(theirs.value)
+    with pytest.raises(TypeError, match="Object of type set is not JSON serializable"):
+        fast_json.dumps({1})

@@ -75,7 +75,7 @@ class ExecutionEnvironment:
         self._init_task: asyncio.Task[None] | None = None
         self._cold_init_ms: float | None = None  # reported once, on the first invoke
         self._current: Invocation | None = None
-        self._waiting_invoke = False
+        self.waiting_invoke = False
         self._recent: deque[str] = deque(maxlen=64)  # lines since the last invoke, for LogType=Tail
         self.on_idle: Callable[[], None] | None = None  # told when the environment can take work again
 
@@ -106,7 +106,7 @@ class ExecutionEnvironment:
     @property
     def available(self) -> bool:
         """Can take an invocation now (possibly after waiting for its Init phase)."""
-        return not self.retired and not self._waiting_invoke and self.state in (
+        return not self.retired and not self.waiting_invoke and self.state in (
             EnvState.READY, EnvState.INITIALIZING, EnvState.FAILED)
 
     @property
@@ -221,12 +221,12 @@ class ExecutionEnvironment:
 
     async def invoke(self, inv: Invocation) -> None:
         """Run one invocation to its end (the runtime's next /next, a timeout, or a crash)."""
-        self._waiting_invoke = True
+        self.waiting_invoke = True
         try:
             if self._init_task is not None and not self._init_task.done():
                 await asyncio.shield(self._init_task)
         finally:
-            self._waiting_invoke = False
+            self.waiting_invoke = False
         if self.state is EnvState.STOPPED:
             inv.resolve(_failure_outcome(inv, "Runtime.Unavailable", "Execution environment stopped"))
             inv.finish()
@@ -343,7 +343,7 @@ class ExecutionEnvironment:
         if self.state is EnvState.STOPPED:
             return
         self.state = EnvState.STOPPED
-        if self._init_task is not None and not self._init_task.done() and not self._waiting_invoke:
+        if self._init_task is not None and not self._init_task.done() and not self.waiting_invoke:
             self._init_task.cancel()
         await self._end_process(grace=0.3)
         shutil.rmtree(self.tmp_dir, ignore_errors=True)

@@ -49,6 +49,11 @@ class FunctionPool:
         self.envs: list[ExecutionEnvironment] = []
         self.idle = asyncio.Event()  # set when an environment becomes free
 
+    @property
+    def busy(self) -> int:
+        """Environments running (or about to run) an invocation."""
+        return sum(1 for e in self.envs if e.state is EnvState.BUSY or e.waiting_invoke)
+
     def pick(self) -> ExecutionEnvironment | None:
         best: ExecutionEnvironment | None = None
         for env in self.envs:
@@ -95,7 +100,7 @@ class Scheduler:
 
     def _retire(self, pool: FunctionPool, env: ExecutionEnvironment) -> None:
         env.retired = True
-        if env.state is not EnvState.BUSY and not env._waiting_invoke:
+        if env.state is not EnvState.BUSY and not env.waiting_invoke:
             self._spawn_task(self._stop(pool, env))
 
     async def _stop(self, pool: FunctionPool, env: ExecutionEnvironment) -> None:
@@ -112,16 +117,18 @@ class Scheduler:
     def acquire(self, name: str) -> ExecutionEnvironment:
         """An environment for one invocation of function `name`, or Throttled."""
         pool = self.pools[name]
+        if pool.reserved is not None and pool.busy >= pool.reserved:
+            raise Throttled("ReservedFunctionConcurrentInvocationLimitExceeded")
         env = pool.pick()
         if env is not None:
+            env.waiting_invoke = True  # claimed: no other invocation may pick it
             return env
-        if pool.reserved is not None and len(pool.envs) >= pool.reserved:
-            raise Throttled("ReservedFunctionConcurrentInvocationLimitExceeded")
         if self.environment_count >= self.limits.max_concurrency:
             if not self._evict_idle():
                 raise Throttled("ConcurrentInvocationLimitExceeded")
         env = ExecutionEnvironment(pool.spec, self.sink, self.tmp_root)
         env.on_idle = pool.idle.set
+        env.waiting_invoke = True
         pool.envs.append(env)
         env.start()
         log.info("cold start: %s environment %s", name, env.id)
@@ -130,7 +137,7 @@ class Scheduler:
     def _evict_idle(self) -> bool:
         """Make room by ending the longest-idle environment of any function."""
         idle = [(env.last_used, pool, env) for pool in self.pools.values() for env in pool.envs
-                if env.state in (EnvState.READY, EnvState.FAILED) and not env._waiting_invoke]
+                if env.state in (EnvState.READY, EnvState.FAILED) and not env.waiting_invoke]
         if not idle:
             return False
         _, pool, env = min(idle, key=lambda t: t[0])
@@ -168,7 +175,7 @@ class Scheduler:
         cutoff = time.monotonic() - self.limits.idle_timeout_s
         for pool in self.pools.values():
             for env in list(pool.envs):
-                if env.state in (EnvState.READY, EnvState.FAILED) and not env._waiting_invoke \
+                if env.state in (EnvState.READY, EnvState.FAILED) and not env.waiting_invoke \
                         and env.last_used < cutoff:
                     log.info("idle: ending %s environment %s", pool.spec.name, env.id)
                     pool.envs.remove(env)

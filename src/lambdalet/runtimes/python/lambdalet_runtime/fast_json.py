@@ -48,7 +48,13 @@ def dumps(value, ensure_ascii: bool = True, default=None) -> str:
     encode_str = _json.encode_basestring_ascii if ensure_ascii else _json.encode_basestring
     if isinstance(value, str):
         return encode_str(value)
-    encoder = _json.make_encoder({}, default or _no_default, encode_str, None, ": ", ", ", False, False, True)
+    try:
+        encoder = _json.make_encoder({}, default or _no_default, encode_str, None, ": ", ", ", False, False,
+                                     True)
+    except TypeError:  # a future CPython changed the accelerator's signature: use the json package
+        import json
+
+        return json.dumps(value, ensure_ascii=ensure_ascii, default=default)
     return "".join(encoder(value, 0))
 
 

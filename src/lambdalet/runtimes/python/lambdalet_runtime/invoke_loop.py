@@ -97,7 +97,7 @@ class Runtime:
     def _context(self, request_id: str, headers: dict) -> LambdaContext:
         client_context = self._header_json(headers, "lambda-runtime-client-context", "Client Context")
         identity = self._header_json(headers, "lambda-runtime-cognito-identity", "Cognito Identity")
-        return LambdaContext(
+        context = LambdaContext(
             request_id,
             int(headers.get("lambda-runtime-deadline-ms") or 0),
             headers.get("lambda-runtime-invoked-function-arn"),
@@ -105,6 +105,8 @@ class Runtime:
             identity,
             headers.get("lambda-runtime-aws-tenant-id"),
         )
+        context._log_writer = self.sink.write
+        return context
 
     @staticmethod
     def _header_json(headers: dict, name: str, what: str):

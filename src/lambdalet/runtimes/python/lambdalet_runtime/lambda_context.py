@@ -77,10 +77,16 @@ class LambdaContext:
         """Milliseconds left before the invoke times out (never negative)."""
         return max(0, self._deadline_ms - int(time.time() * 1000))
 
+    # Set by the runtime: writes one raw record to the log sink.
+    _log_writer = None
+
     def log(self, msg: str) -> None:
-        """Write msg to the function's log as is (no newline added)."""
-        sys.stdout.write(str(msg))
-        sys.stdout.flush()
+        """Write msg to the function's log as one record, as is (no newline added)."""
+        if self._log_writer is not None:
+            self._log_writer(str(msg), None)
+        else:
+            sys.stdout.write(str(msg))
+            sys.stdout.flush()
 
     def __repr__(self) -> str:
         return (f"LambdaContext([aws_request_id={self.aws_request_id}, log_group_name={self.log_group_name}, "
