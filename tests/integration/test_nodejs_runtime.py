@@ -110,8 +110,8 @@ def test_callback_handler_on_20(server: Server) -> None:
     assert invoke(server, name) == ({"via": "callback"}, None)
     # callbackWaitsForEmptyEventLoop: the timer's log line belongs to the invoke, before END
     messages = wait_for_log(server, name, lambda m: any(x.startswith("END") for x in m))
-    assert [i for i, x in enumerate(messages) if "timer ran" in x][0] < [
-        i for i, x in enumerate(messages) if x.startswith("END")][0]
+    timer_at = next(i for i, x in enumerate(messages) if "timer ran" in x)
+    assert timer_at < next(i for i, x in enumerate(messages) if x.startswith("END"))
 
 
 def test_callback_handler_refused_on_24(server: Server) -> None:

@@ -120,7 +120,7 @@ def test_runtime_api_address_is_loopback_host_and_port(server):
 
 
 def test_process_list_script_runs_verbatim(server):
-    name, _ = deploy(server, sb.PROCESS_LIST)
+    name, _ = deploy(server, sb.PROCESS_LIST, timeout=60)  # walks every process on the host
     resp, _, _ = invoke(server, name, {"k": 1})
     assert resp["FunctionError"] == "Unhandled"
     msgs = wait_for_log(server, name, lambda m: any(x.startswith("REPORT") for x in m))

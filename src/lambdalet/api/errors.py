@@ -17,7 +17,8 @@ class AwsError(Exception):
         self.extra = extra
 
     def body(self) -> bytes:
-        doc: dict[str, object] = {"Type": self.error_kind, "message": self.message, **self.extra}
+        doc: dict[str, object] = {"__type": self.code, "Type": self.error_kind, "message": self.message,
+                                  **self.extra}
         return json.dumps(doc).encode()
 
     def headers(self, request_id: str) -> dict[str, str]:

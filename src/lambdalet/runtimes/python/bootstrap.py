@@ -65,6 +65,8 @@ def main() -> None:
     exec_wrapper_if_any()
     handler = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("_HANDLER", "")
     runtime_dir = os.path.dirname(os.path.abspath(__file__))
+    if runtime_dir not in sys.path:  # e.g. PYTHONSAFEPATH keeps the script's directory off sys.path
+        sys.path.insert(0, runtime_dir)
     # Import the whole runtime before the task root goes on sys.path, so user modules can't shadow it.
     from lambdalet_runtime.invoke_loop import run
 

@@ -47,10 +47,6 @@ class LogSink:
         self.request_id = ""
         self.tenant_id: str | None = None
 
-    @property
-    def framed(self) -> bool:
-        return self.fd is not None
-
     def write(self, message: str, level: str | None, timestamp: float | None = None,
               always_level: bool = False) -> None:
         """Emit one record. `level` sets the frame type when levels are in effect (or always_level)."""
