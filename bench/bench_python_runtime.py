@@ -80,14 +80,19 @@ def base_env(task: Path) -> dict[str, str]:
     }
 
 
-def time_to_first_next(argv: list[str], env: dict[str, str], task: Path, rounds: int) -> list[float]:
-    """Seconds from spawn to the first byte of GET /next arriving on a bare listening socket."""
-    times = []
+def time_to_first_next(variants: dict[str, tuple[list[str], dict[str, str]]], task: Path,
+                       rounds: int) -> dict[str, list[float]]:
+    """Seconds from spawn to the whole GET /next arriving on a bare listening socket, per variant.
+
+    Variants alternate round by round so that background load on the machine hits them alike.
+    """
+    times: dict[str, list[float]] = {name: [] for name in variants}
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
         port = listener.getsockname()[1]
-        for _ in range(rounds):
+        for _, name in ((r, n) for r in range(rounds) for n in variants):
+            argv, env = variants[name]
             start = time.perf_counter()
             proc_env = {**env, "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}"}
             proc = subprocess.Popen(argv, cwd=task, env=proc_env, stdout=subprocess.DEVNULL,
@@ -96,12 +101,83 @@ def time_to_first_next(argv: list[str], env: dict[str, str], task: Path, rounds:
             data = b""
             while b"\r\n\r\n" not in data:
                 data += conn.recv(4096)
-            times.append(time.perf_counter() - start)
+            times[name].append(time.perf_counter() - start)
             assert data.startswith(b"GET /2018-06-01/runtime/invocation/next"), data[:80]
             conn.close()
             proc.kill()
             proc.wait()
     return times
+
+
+class _Conn:
+    """Buffered reads of HTTP requests from one runtime connection."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+
+    def read_request(self) -> bytes:
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("runtime closed the connection")
+            self.buf += chunk
+        head, _, rest = self.buf.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(rest) < length:
+            rest += self.sock.recv(65536)
+        self.buf = rest[length:]
+        return head
+
+
+class LoopHarness:
+    """A runtime process whose Runtime API is a bare socket answering instantly.
+
+    once() measures the runtime's own per-invoke work: from writing the /next answer to having read
+    the whole /response POST (plus two loopback messages).
+    """
+
+    def __init__(self, argv: list[str], env: dict[str, str], task: Path) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        port = self.listener.getsockname()[1]
+        self.proc = subprocess.Popen(argv, cwd=task, env={**env, "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}"},
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.sock, _ = self.listener.accept()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.conn = _Conn(self.sock)
+        self.deadline = str(int(time.time() * 1000) + 3_600_000).encode()
+        self.count = 0
+        self.head = self.conn.read_request()  # the first GET /next
+
+    def once(self) -> float:
+        assert self.head.startswith(b"GET "), self.head
+        self.count += 1
+        answer = (b"HTTP/1.1 200 OK\r\nLambda-Runtime-Aws-Request-Id: req-%d\r\n"
+                  b"Lambda-Runtime-Deadline-Ms: %s\r\n"
+                  b"Lambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:123456789012:function:b\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                  % (self.count, self.deadline, len(EVENT), EVENT))
+        start = time.perf_counter()
+        self.sock.sendall(answer)
+        head = self.conn.read_request()
+        elapsed = time.perf_counter() - start
+        assert head.startswith(b"POST ") and b"/response" in head.split(b"\r\n")[0], head
+        self.sock.sendall(b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: 15\r\n\r\n{\"status\":\"OK\"}")
+        self.head = self.conn.read_request()
+        return elapsed
+
+    def close(self) -> None:
+        self.sock.close()
+        self.listener.close()
+        self.proc.kill()
+        self.proc.wait()
 
 
 def free_port() -> int:
@@ -110,49 +186,57 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def invoke_latencies(port: int, path: str, count: int) -> list[float]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    deadline = time.time() + 30
-    while True:  # wait for the endpoint and warm the environment up
-        try:
-            conn.request("POST", path, body=EVENT)
-            resp = conn.getresponse()
-            body = resp.read()
-            if resp.status == 200 and b'"ok"' in body:
+class Invoker:
+    """Sequential synchronous invokes over one keep-alive HTTP connection; once() times one."""
+
+    def __init__(self, port: int, path: str) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.path = path
+        deadline = time.time() + 30
+        while True:  # wait for the endpoint and the environment's init
+            try:
+                self.once()
                 break
-        except OSError:
-            conn.close()
-            if time.time() > deadline:
-                raise
-            time.sleep(0.05)
-    for _ in range(20):
-        conn.request("POST", path, body=EVENT)
-        conn.getresponse().read()
-    times = []
-    for _ in range(count):
+            except (OSError, AssertionError, http.client.HTTPException):
+                self.conn.close()
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def once(self) -> float:
         start = time.perf_counter()
-        conn.request("POST", path, body=EVENT)
-        resp = conn.getresponse()
+        self.conn.request("POST", self.path, body=EVENT)
+        resp = self.conn.getresponse()
         body = resp.read()
-        times.append(time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
         assert resp.status == 200 and b'"ok"' in body, body
-    conn.close()
+        return elapsed
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def interleaved(harnesses: dict, count: int, warmup: int = 20) -> dict[str, list[float]]:
+    """Run `count` timed calls of each harness's once(), alternating so background load hits all alike."""
+    for _ in range(warmup):
+        for harness in harnesses.values():
+            harness.once()
+    times: dict[str, list[float]] = {name: [] for name in harnesses}
+    for _ in range(count):
+        for name, harness in harnesses.items():
+            times[name].append(harness.once())
     return times
 
 
-def rie_latencies(rie: Path, argv: list[str], env: dict[str, str], task: Path, count: int) -> list[float]:
+def start_rie(rie: Path, argv: list[str], env: dict[str, str], task: Path) -> tuple[subprocess.Popen, Invoker]:
     port = free_port()
     proc = subprocess.Popen([str(rie), "--runtime-interface-emulator-address", f"127.0.0.1:{port}", *argv],
                             cwd=task, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        return invoke_latencies(port, "/2015-03-31/functions/function/invocations", count)
-    finally:
-        proc.terminate()
-        proc.wait()
+    return proc, Invoker(port, "/2015-03-31/functions/function/invocations")
 
 
-def lambdalet_serve_latencies(runtime: str, count: int) -> list[float] | None:
-    """Warm latency through `lambdalet serve` (None when the server is not available)."""
+def start_lambdalet_serve(runtime: str, data_dir: str) -> tuple[subprocess.Popen, Invoker] | None:
+    """`lambdalet serve` with one function deployed (None when the server is not available)."""
     try:
         import boto3
     except ImportError:
@@ -162,28 +246,23 @@ def lambdalet_serve_latencies(runtime: str, count: int) -> list[float] | None:
     if exe is None:
         return None
     port = free_port()
-    data_dir = tempfile.mkdtemp(prefix="lambdalet-bench-")
     server = subprocess.Popen([exe, "serve", "--host", "127.0.0.1", "--port", str(port),
                                "--data-dir", data_dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        client = boto3.client("lambda", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-                              aws_access_key_id="x", aws_secret_access_key="x")
-        buf = _zip({"app.py": APP})
-        deadline = time.time() + 20
-        while True:
-            try:
-                client.create_function(FunctionName="bench", Runtime=runtime, Handler="app.handler",
-                                       Role="arn:aws:iam::123456789012:role/x", Code={"ZipFile": buf})
-                break
-            except Exception:
-                if time.time() > deadline or server.poll() is not None:
-                    return None
-                time.sleep(0.2)
-        return invoke_latencies(port, "/2015-03-31/functions/bench/invocations", count)
-    finally:
-        server.terminate()
-        server.wait()
-        shutil.rmtree(data_dir, ignore_errors=True)
+    client = boto3.client("lambda", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                          aws_access_key_id="x", aws_secret_access_key="x")
+    deadline = time.time() + 20
+    while True:
+        try:
+            client.create_function(FunctionName="bench", Runtime=runtime, Handler="app.handler",
+                                   Role="arn:aws:iam::123456789012:role/x", Code={"ZipFile": _zip({"app.py": APP})})
+            break
+        except Exception:
+            if time.time() > deadline or server.poll() is not None:
+                server.terminate()
+                server.wait()
+                return None
+            time.sleep(0.2)
+    return server, Invoker(port, "/2015-03-31/functions/bench/invocations")
 
 
 def _zip(files: dict[str, str]) -> bytes:
@@ -223,10 +302,10 @@ def main() -> None:
     results: dict[str, dict[str, float]] = {}
 
     print(f"interpreter {interpreter}; spawn -> first GET /next ({args.startups} starts each)")
-    results["start_lambdalet"] = summary("lambdalet runtime", time_to_first_next(ours_argv, ours_env, task,
-                                                                                  args.startups))
-    results["start_awslambdaric"] = summary("awslambdaric", time_to_first_next(ric_argv, ric_env, task,
-                                                                              args.startups))
+    starts = time_to_first_next({"lambdalet": (ours_argv, ours_env), "awslambdaric": (ric_argv, ric_env)}, task,
+                                args.startups)
+    results["start_lambdalet"] = summary("lambdalet runtime", starts["lambdalet"])
+    results["start_awslambdaric"] = summary("awslambdaric", starts["awslambdaric"])
     bare = [interpreter, "-s", "-c", "pass"]
     start = []
     for _ in range(args.startups):
@@ -235,19 +314,52 @@ def main() -> None:
         start.append(time.perf_counter() - t)
     results["start_bare_interpreter"] = summary("bare interpreter (-s -c pass, full run)", start)
 
-    print(f"warm invoke latency, {args.invokes} sequential invokes each")
-    results["warm_rie_awslambdaric"] = summary(
-        "RIE + awslambdaric", rie_latencies(rie, ric_argv, ric_env, task, args.invokes))
-    results["warm_rie_lambdalet_runtime"] = summary(
-        "RIE + lambdalet runtime", rie_latencies(rie, ours_argv, ours_env, task, args.invokes))
-    served = lambdalet_serve_latencies(args.runtime, args.invokes)
-    if served is not None:
-        results["warm_lambdalet_serve"] = summary("lambdalet serve + lambdalet runtime", served)
-    else:
+    print(f"runtime loop cost (bare-socket Runtime API), {args.invokes} interleaved invokes each")
+    loops = {"awslambdaric": LoopHarness(ric_argv, ric_env, task), "lambdalet": LoopHarness(ours_argv, ours_env, task)}
+    try:
+        loop_times = interleaved(loops, args.invokes)
+    finally:
+        for harness in loops.values():
+            harness.close()
+    results["loop_awslambdaric"] = summary("awslambdaric", loop_times["awslambdaric"])
+    results["loop_lambdalet"] = summary("lambdalet runtime", loop_times["lambdalet"])
+
+    print(f"warm invoke latency, {args.invokes} interleaved sequential invokes each")
+    processes: list[subprocess.Popen] = []
+    invokers: dict[str, Invoker] = {}
+    data_dir = tempfile.mkdtemp(prefix="lambdalet-bench-")
+    try:
+        for key, argv, env_ in (("warm_rie_awslambdaric", ric_argv, ric_env),
+                                ("warm_rie_lambdalet_runtime", ours_argv, ours_env)):
+            proc, invoker = start_rie(rie, argv, env_, task)
+            processes.append(proc)
+            invokers[key] = invoker
+        served = start_lambdalet_serve(args.runtime, data_dir)
+        if served is not None:
+            processes.append(served[0])
+            invokers["warm_lambdalet_serve"] = served[1]
+        warm = interleaved(invokers, args.invokes)
+    finally:
+        for invoker in invokers.values():
+            invoker.close()
+        for proc in processes:
+            proc.terminate()
+            proc.wait()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    labels = {"warm_rie_awslambdaric": "RIE + awslambdaric", "warm_rie_lambdalet_runtime": "RIE + lambdalet runtime",
+              "warm_lambdalet_serve": "lambdalet serve + lambdalet runtime"}
+    for key, times in warm.items():
+        results[key] = summary(labels[key], times)
+    if "warm_lambdalet_serve" not in warm:
         print("  lambdalet serve: not available, skipped")
-    ratio = results.get("warm_lambdalet_serve", results["warm_rie_lambdalet_runtime"])["p50"] / \
-        results["warm_rie_awslambdaric"]["p50"]
-    print(f"lambdalet warm p50 / RIE+awslambdaric warm p50 = {ratio:.2f} (goal <= 0.50)")
+    base = results["warm_rie_awslambdaric"]["p50"]
+    ratio = results["warm_rie_lambdalet_runtime"]["p50"] / base
+    print(f"warm p50, lambdalet runtime / awslambdaric (same RIE) = {ratio:.2f} (goal <= 0.50)")
+    if "warm_lambdalet_serve" in results:
+        served_ratio = results["warm_lambdalet_serve"]["p50"] / base
+        print(f"warm p50, lambdalet serve + runtime / RIE + awslambdaric = {served_ratio:.2f}")
+    loop_ratio = results["loop_lambdalet"]["p50"] / results["loop_awslambdaric"]["p50"]
+    print(f"runtime loop p50, lambdalet / awslambdaric = {loop_ratio:.2f}")
     if args.json:
         print(json.dumps(results, indent=2))
     shutil.rmtree(task, ignore_errors=True)
