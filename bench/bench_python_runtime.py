@@ -324,27 +324,33 @@ def main() -> None:
     results["loop_awslambdaric"] = summary("awslambdaric", loop_times["awslambdaric"])
     results["loop_lambdalet"] = summary("lambdalet runtime", loop_times["lambdalet"])
 
-    print(f"warm invoke latency, {args.invokes} interleaved sequential invokes each")
-    processes: list[subprocess.Popen] = []
-    invokers: dict[str, Invoker] = {}
+    rounds = 5
+    print(f"warm invoke latency, {args.invokes} sequential invokes each, in {rounds} alternating rounds")
+    # The RIE always binds 127.0.0.1:9001 for its Runtime API, so only one RIE can run at a time: the
+    # two RIE set-ups alternate round by round, and lambdalet serve is interleaved with both.
+    warm: dict[str, list[float]] = {}
     data_dir = tempfile.mkdtemp(prefix="lambdalet-bench-")
+    served = start_lambdalet_serve(args.runtime, data_dir)
     try:
-        for key, argv, env_ in (("warm_rie_awslambdaric", ric_argv, ric_env),
-                                ("warm_rie_lambdalet_runtime", ours_argv, ours_env)):
-            proc, invoker = start_rie(rie, argv, env_, task)
-            processes.append(proc)
-            invokers[key] = invoker
-        served = start_lambdalet_serve(args.runtime, data_dir)
-        if served is not None:
-            processes.append(served[0])
-            invokers["warm_lambdalet_serve"] = served[1]
-        warm = interleaved(invokers, args.invokes)
+        for _ in range(rounds):
+            for key, argv, env_ in (("warm_rie_awslambdaric", ric_argv, ric_env),
+                                    ("warm_rie_lambdalet_runtime", ours_argv, ours_env)):
+                proc, invoker = start_rie(rie, argv, env_, task)
+                harnesses = {key: invoker}
+                if served is not None:
+                    harnesses["warm_lambdalet_serve"] = served[1]
+                try:
+                    for name, times in interleaved(harnesses, args.invokes // rounds).items():
+                        warm.setdefault(name, []).extend(times)
+                finally:
+                    invoker.close()
+                    proc.terminate()
+                    proc.wait()
     finally:
-        for invoker in invokers.values():
-            invoker.close()
-        for proc in processes:
-            proc.terminate()
-            proc.wait()
+        if served is not None:
+            served[1].close()
+            served[0].terminate()
+            served[0].wait()
         shutil.rmtree(data_dir, ignore_errors=True)
     labels = {"warm_rie_awslambdaric": "RIE + awslambdaric", "warm_rie_lambdalet_runtime": "RIE + lambdalet runtime",
               "warm_lambdalet_serve": "lambdalet serve + lambdalet runtime"}
