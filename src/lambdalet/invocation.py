@@ -7,7 +7,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 MAX_PAYLOAD = 6 * 1024 * 1024 + 100  # 6291556 bytes: Lambda's sync request and response limit
@@ -83,10 +83,13 @@ class Invocation:
     outcome: asyncio.Future[Outcome] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     log_lines: list[str] | None = None  # collected for LogType=Tail when not None
+    on_outcome: Callable[[Outcome], None] | None = None  # called synchronously when the outcome is known
 
     def resolve(self, outcome: Outcome) -> None:
         if not self.outcome.done():
             self.outcome.set_result(outcome)
+            if self.on_outcome is not None:
+                self.on_outcome(outcome)
 
     def finish(self) -> None:
         if not self.done.done():

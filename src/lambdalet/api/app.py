@@ -59,7 +59,7 @@ class FrontDoor:
         self.lambda_api = LambdaApi(self.functions, self.invoker, self.logs)
         self.logs_api = LogsApi(self.logs, settings.region, settings.account)
         self.urls = FunctionUrls(self.functions, self.invoker)
-        self.http = HttpServer(self.handle)
+        self.http = HttpServer(self.handle, self.fast)
         self.address = ("", 0)
 
     async def start(self) -> None:
@@ -78,6 +78,19 @@ class FrontDoor:
         self.logs.flush()
         await asyncio.sleep(0)
         self.db.close()
+
+    def fast(self, req: Request, resp: Response):
+        """Requests that arrived whole: Invoke starts right here; everything else goes to handle()."""
+        if req.method == "POST" and req.path.endswith("/invocations") and "x-amz-target" not in req.headers:
+            match = self.lambda_api.match(req.method, req.path.rstrip("/"))
+            if match is not None and match[0] == "invoke" and url_target(req) is None:
+                request_id = str(uuid.uuid4())
+                try:
+                    return self.lambda_api.invoke_now(req, resp, request_id, **match[1])
+                except AwsError as err:
+                    resp.send(err.status, err.body(), err.headers(request_id))
+                    return None
+        return self.handle(req, resp)
 
     async def handle(self, req: Request, resp: Response) -> None:
         request_id = str(uuid.uuid4())

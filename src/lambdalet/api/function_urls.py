@@ -200,10 +200,12 @@ class FunctionUrls:
         chunks = stream.chunks()
         status, headers = 200, [("Content-Type", stream.content_type)]
         pending = b""
+        received = False
         if stream.content_type == HTTP_INTEGRATION:
             headers = []
             async for chunk in chunks:
                 pending += chunk
+                received = True
                 if _DELIMITER in pending:
                     break
             prelude, found, pending = pending.partition(_DELIMITER)
@@ -218,8 +220,8 @@ class FunctionUrls:
                 status, headers = 200, []
             if not any(k.lower() == "content-type" for k, _ in headers):
                 headers.append(("Content-Type", "application/octet-stream"))
-        if stream.error_type is not None and stream.closed and not pending:
-            _server_error(resp)
+        if not received and stream.closed and stream.error_type is not None and stream.size == 0:
+            _server_error(resp)  # failed before writing anything
             return
         headers.append(("x-amzn-RequestId", inv.request_id))
         resp.start(status, headers)

@@ -77,6 +77,17 @@ class Invoker:
         except Throttled as exc:
             raise throttled_error(exc) from None
 
+    def start_now(self, rec: FunctionRecord, inv: Invocation) -> bool:
+        """Start inv without suspending, when that keeps Lambda's semantics; False to use start()."""
+        self.prepare(rec)
+        if self.scheduler.should_wait(rec.name):
+            return False
+        try:
+            self.scheduler.start(rec.name, inv)
+        except Throttled as exc:
+            raise throttled_error(exc) from None
+        return True
+
     async def invoke(self, rec: FunctionRecord, inv: Invocation, *, wait_done: bool = False) -> Outcome:
         """Run inv and return its buffered outcome."""
         await self.start(rec, inv)

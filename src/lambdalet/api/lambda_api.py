@@ -12,9 +12,9 @@ from urllib.parse import parse_qs
 from lambdalet.api import eventstream
 from lambdalet.api.errors import AwsError, conflict, invalid, not_found
 from lambdalet.api.functions import FunctionManager, now_iso
-from lambdalet.api.invoker import ASYNC_MAX_PAYLOAD, Invoker, log_tail
+from lambdalet.api.invoker import ASYNC_MAX_PAYLOAD, Invoker, collect, log_tail
 from lambdalet.http11 import BodyTooLarge, Request, Response
-from lambdalet.invocation import MAX_PAYLOAD, Invocation
+from lambdalet.invocation import MAX_PAYLOAD, Invocation, Outcome
 from lambdalet.store import LogStore
 
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
@@ -47,7 +47,26 @@ def _json(resp: Response, status: int, doc: Any, request_id: str) -> None:
 
 
 def _query(req: Request) -> dict[str, str]:
+    if not req.query:
+        return {}
     return {k: v[-1] for k, v in parse_qs(req.query, keep_blank_values=True).items()}
+
+
+def _payload_too_large(limit: int) -> AwsError:
+    return AwsError(413, "RequestTooLargeException",
+                    f"Request must be smaller than {limit} bytes for the InvokeFunction operation")
+
+
+def _check_payload(payload: bytes) -> bytes:
+    """An invoke payload as the runtime receives it: JSON, an empty one being {}."""
+    if not payload.strip():
+        return b"{}"
+    try:
+        json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise AwsError(400, "InvalidRequestContentException",
+                       f"Could not parse request body into json: Could not parse payload into json: {exc}") from exc
+    return payload
 
 
 class LambdaApi:
@@ -176,18 +195,33 @@ class LambdaApi:
         try:
             payload = await req.read(limit)
         except BodyTooLarge as exc:
-            raise AwsError(413, "RequestTooLargeException",
-                           f"Request must be smaller than {limit} bytes for the InvokeFunction operation") \
-                from exc
-        if not payload.strip():
-            return b"{}"
-        try:
-            json.loads(payload)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise AwsError(400, "InvalidRequestContentException",
-                           f"Could not parse request body into json: Could not parse payload into json: {exc}") \
-                from exc
-        return payload
+            raise _payload_too_large(limit) from exc
+        return _check_payload(payload)
+
+    def invoke_now(self, req: Request, resp: Response, rid: str, name: str):
+        """Invoke's hot path, run as the request arrives: a synchronous RequestResponse invoke is
+        dispatched before this returns; what remains (waiting for the outcome) is returned to await."""
+        if req.headers.get("x-amz-invocation-type", "RequestResponse") != "RequestResponse" \
+                or req.headers.get("x-amz-log-type", "None") == "Tail":
+            return self.invoke(req, resp, rid, name)
+        rec = self._qualified(req, name)
+        payload = req.body_now()
+        if len(payload) > MAX_PAYLOAD:
+            raise _payload_too_large(MAX_PAYLOAD)
+        inv = self._invocation(req, rec, _check_payload(payload))
+        inv.on_outcome = lambda outcome: self._send_outcome(resp, inv, outcome)
+        if not self.invoker.start_now(rec, inv):
+            return self._finish_invoke(resp, rec, inv, started=False)
+        return self._finish_invoke(resp, rec, inv, started=True)
+
+    async def _finish_invoke(self, resp: Response, rec, inv: Invocation, started: bool) -> None:
+        if not started:
+            await self.invoker.start(rec, inv)
+        outcome = await inv.outcome
+        if outcome.stream is not None:
+            outcome = await collect(outcome.stream)
+        if not resp.started:
+            self._send_outcome(resp, inv, outcome)
 
     def _qualified(self, req: Request, name: str):
         rec, qualifier = self.functions.get(name)
@@ -213,13 +247,22 @@ class LambdaApi:
             return
         if tail:
             inv.log_lines = []
+        else:  # answer the caller the moment the runtime posts its response
+            inv.on_outcome = lambda outcome: self._send_outcome(resp, inv, outcome)
         outcome = await self.invoker.invoke(rec, inv, wait_done=tail)
+        if not resp.started:
+            self._send_outcome(resp, inv, outcome)
+
+    @staticmethod
+    def _send_outcome(resp: Response, inv: Invocation, outcome: Outcome) -> None:
+        if outcome.stream is not None:
+            return  # collected by Invoker.invoke, then sent
         headers = {"Content-Type": outcome.content_type, "x-amzn-RequestId": inv.request_id,
                    "X-Amz-Executed-Version": "$LATEST"}
         if outcome.function_error:
             headers["X-Amz-Function-Error"] = outcome.function_error
             headers["Content-Type"] = "application/json"
-        if tail and inv.log_lines is not None:
+        if inv.log_lines is not None:
             headers["X-Amz-Log-Result"] = log_tail(inv.log_lines)
         resp.send(200, outcome.payload, headers)
 

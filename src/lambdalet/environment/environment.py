@@ -219,40 +219,61 @@ class ExecutionEnvironment:
         self.state = EnvState.INITIALIZING
         self._init_task = asyncio.get_running_loop().create_task(self._init_phase())
 
-    async def invoke(self, inv: Invocation) -> None:
-        """Run one invocation to its end (the runtime's next /next, a timeout, or a crash)."""
-        self.waiting_invoke = True
-        try:
-            if self._init_task is not None and not self._init_task.done():
-                await asyncio.shield(self._init_task)
-        finally:
-            self.waiting_invoke = False
-        if self.state is EnvState.STOPPED:
-            inv.resolve(_failure_outcome(inv, "Runtime.Unavailable", "Execution environment stopped"))
-            inv.finish()
-            return
+    def dispatch_warm(self, inv: Invocation) -> tuple[float, float | None] | None:
+        """The warm path: hand inv to the runtime waiting in /next right now, with no task switch.
+
+        Returns what invoke(inv, dispatched=...) needs to follow the invocation to its end, or None
+        when the environment is not Ready (invoke(inv) then waits for init first).
+        """
+        if self.state is not EnvState.READY or self.process is None or self.session is None:
+            return None
+        if self._init_task is not None and not self._init_task.done():
+            return None
+        started = self._begin(inv)
+        init_ms, self._cold_init_ms = self._cold_init_ms, None
+        self._dispatch(inv)
+        return started, init_ms
+
+    def _begin(self, inv: Invocation) -> float:
+        self.waiting_invoke = False
         self.state = EnvState.BUSY
         self.invocations += 1
         self._current = inv
         if inv.log_lines is not None:
             inv.log_lines.extend(self._recent)
         self._recent.clear()
-        started = time.monotonic()
-        timeout_s = self.spec.timeout_s
-        inv.deadline_ms = platform_log.now_ms() + timeout_s * 1000
-        init_ms = None
+        inv.deadline_ms = platform_log.now_ms() + self.spec.timeout_s * 1000
+        return time.monotonic()
+
+    async def invoke(self, inv: Invocation, dispatched: tuple[float, float | None] | None = None) -> None:
+        """Run one invocation to its end (the runtime's next /next, a timeout, or a crash)."""
         try:
+            if dispatched is not None:
+                await self._await_end(inv, *dispatched)
+                return
+            self.waiting_invoke = True
+            try:
+                if self._init_task is not None and not self._init_task.done():
+                    await asyncio.shield(self._init_task)
+            finally:
+                self.waiting_invoke = False
+            if self.state is EnvState.STOPPED:
+                inv.resolve(_failure_outcome(inv, "Runtime.Unavailable", "Execution environment stopped"))
+                return
+            started = self._begin(inv)
+            init_ms = None
             if self.process is None or self.session is None:
-                failure = await self._spawn_and_wait(timeout_s)
+                failure = await self._spawn_and_wait(self.spec.timeout_s)
                 if failure is not None:
                     await self._fail_invoke_init(inv, failure, started)
                     return
             else:
-                init_ms = self._cold_init_ms
-                self._cold_init_ms = None
-            await self._run(inv, started, init_ms)
+                init_ms, self._cold_init_ms = self._cold_init_ms, None
+            self._dispatch(inv)
+            await self._await_end(inv, started, init_ms)
         finally:
-            self._current = None
+            if self._current is inv:
+                self._current = None
             self.last_used = time.monotonic()
             inv.finish()
             if self.on_idle is not None and self.available:
@@ -280,13 +301,15 @@ class ExecutionEnvironment:
         else:
             self.state = EnvState.FAILED
 
-    async def _run(self, inv: Invocation, started: float, init_ms: float | None) -> None:
-        proc, session = self.process, self.session
-        assert proc is not None and session is not None
+    def _dispatch(self, inv: Invocation) -> None:
+        assert self.session is not None
         self.emit(platform_log.start(inv.request_id))
-        loop = asyncio.get_running_loop()
-        self._finished = loop.create_future()
-        session.assign(inv)
+        self._finished = asyncio.get_running_loop().create_future()
+        self.session.assign(inv)
+
+    async def _await_end(self, inv: Invocation, started: float, init_ms: float | None) -> None:
+        proc = self.process
+        assert proc is not None and self._finished is not None
         remaining = self.spec.timeout_s - (time.monotonic() - started)
         done, _ = await asyncio.wait({self._finished, proc.exited}, timeout=max(remaining, 0.0),
                                      return_when=asyncio.FIRST_COMPLETED)
@@ -330,7 +353,7 @@ class ExecutionEnvironment:
     def _log_end(self, inv: Invocation, started: float, init_ms: float | None) -> None:
         duration = (time.monotonic() - started) * 1000
         self.emit(platform_log.end(inv.request_id))
-        peak = self.process.sample_memory() if self.process is not None and self.process.alive else 0
+        peak = self.process.sample_memory(max_age=1.0) if self.process is not None and self.process.alive else 0
         if self.process is not None:
             peak = max(peak, self.process.peak_rss)
         used_mb = max(1, math.ceil(peak / (1024 * 1024)))

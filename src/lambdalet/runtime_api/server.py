@@ -36,7 +36,7 @@ class RuntimeApiServer:
 
     def __init__(self, session: RuntimeSession) -> None:
         self.session = session
-        self.http = HttpServer(self.handle)
+        self.http = HttpServer(self.handle, self.fast)
         self.address = ""
 
     async def start(self) -> str:
@@ -47,6 +47,28 @@ class RuntimeApiServer:
     def close(self) -> None:
         self.session.close()
         self.http.close()
+
+    def fast(self, req: Request, resp: Response):
+        """A buffered /response that arrived whole is answered right away (the hot path)."""
+        path = req.path
+        if (req.method == "POST" and path.startswith(PREFIX + "invocation/") and path.endswith("/response")
+                and "lambda-runtime-function-response-mode" not in req.headers):
+            request_id = path[len(PREFIX + "invocation/"):-len("/response")]
+            try:
+                inv = self.session.check_response(request_id, "InvocationResponse")
+                self._buffered_response(resp, inv, req.body_now(), req.headers.get("content-type"))
+            except RuntimeApiError as err:
+                _error(resp, err)
+            return None
+        return self.handle(req, resp)
+
+    def _buffered_response(self, resp: Response, inv, body: bytes, content_type: str | None) -> None:
+        if len(body) > MAX_PAYLOAD:
+            self.session.respond(inv, too_large_error(len(body)))
+            raise RuntimeApiError(
+                413, "RequestEntityTooLarge", f"Exceeded maximum allowed payload size ({MAX_PAYLOAD} bytes).")
+        self.session.respond(inv, Outcome(payload=body, content_type=content_type or "application/json"))
+        resp.send(202, _OK, _JSON)
 
     async def handle(self, req: Request, resp: Response) -> None:
         path = req.path
@@ -71,7 +93,12 @@ class RuntimeApiServer:
                 _error(resp, err)
 
     async def _next(self, resp: Response) -> None:
-        inv = await self.session.next()
+        inv = await self.session.next(lambda inv: self._send_event(resp, inv))
+        if not resp.started:
+            self._send_event(resp, inv)
+
+    @staticmethod
+    def _send_event(resp: Response, inv) -> None:
         headers = [
             ("Content-Type", "application/json"),
             ("Lambda-Runtime-Aws-Request-Id", inv.request_id),
@@ -107,8 +134,7 @@ class RuntimeApiServer:
             ) from None
         except ConnectionError:
             return
-        self.session.respond(inv, Outcome(payload=body, content_type=content_type))
-        resp.send(202, _OK, _JSON)
+        self._buffered_response(resp, inv, body, content_type)
 
     async def _stream_response(self, req: Request, resp: Response, inv, content_type: str) -> None:
         stream = ResponseStream(content_type)

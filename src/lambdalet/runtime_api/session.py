@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import re
+from collections.abc import Callable
 from typing import Protocol
 
 from lambdalet.invocation import Invocation, Outcome
@@ -76,6 +77,7 @@ class RuntimeSession:
         self.state = State.STARTED
         self.current: Invocation | None = None
         self._waiter: asyncio.Future[Invocation] | None = None
+        self._deliver: Callable[[Invocation], None] | None = None
 
     # -- called by the environment
     def assign(self, inv: Invocation) -> None:
@@ -85,8 +87,11 @@ class RuntimeSession:
         self.current = inv
         self.state = State.RUNNING
         if self._waiter is not None and not self._waiter.done():
+            if self._deliver is not None:
+                self._deliver(inv)  # answer the parked /next now, not one loop iteration later
             self._waiter.set_result(inv)  # otherwise the runtime's next /next gets it
         self._waiter = None
+        self._deliver = None
 
     @property
     def parked(self) -> bool:
@@ -99,7 +104,8 @@ class RuntimeSession:
         self._waiter = None
 
     # -- called by the Runtime API server
-    async def next(self) -> Invocation:
+    async def next(self, deliver: Callable[[Invocation], None] | None = None) -> Invocation:
+        """The runtime's /next: the invocation to run; deliver, if given, is called the moment it is assigned."""
         state = self.state
         if state is State.INIT_ERROR:
             raise invalid_transition("InitError", "Ready")
@@ -116,6 +122,7 @@ class RuntimeSession:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.cancel()  # a newer /next replaces one left parked
         self._waiter = asyncio.get_running_loop().create_future()
+        self._deliver = deliver
         return await self._waiter
 
     def check_response(self, request_id: str, target: str) -> Invocation:

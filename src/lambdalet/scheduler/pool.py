@@ -145,17 +145,27 @@ class Scheduler:
         self._spawn_task(env.stop())
         return True
 
+    def should_wait(self, name: str) -> bool:
+        """True when no environment is free but one is about to be (see FINISHING_GRACE_S)."""
+        pool = self.pools[name]
+        return pool.pick() is None and any(e.finishing for e in pool.envs)
+
+    def start(self, name: str, inv: Invocation) -> ExecutionEnvironment:
+        """Start inv on an environment now; a warm one gets it before this returns."""
+        env = self.acquire(name)
+        pool = self.pools[name]
+        task = self._spawn_task(env.invoke(inv, env.dispatch_warm(inv)))
+        task.add_done_callback(lambda t, p=pool, e=env: self._after_invoke(p, e, t))
+        return env
+
     async def invoke(self, name: str, inv: Invocation) -> ExecutionEnvironment:
         """Start inv on an environment; returns it (inv.outcome / inv.done report progress)."""
-        pool = self.pools[name]
-        if pool.pick() is None and any(e.finishing for e in pool.envs):
+        if self.should_wait(name):
+            pool = self.pools[name]
             pool.idle.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(pool.idle.wait(), FINISHING_GRACE_S)
-        env = self.acquire(name)
-        task = self._spawn_task(env.invoke(inv))
-        task.add_done_callback(lambda t, p=pool, e=env: self._after_invoke(p, e, t))
-        return env
+        return self.start(name, inv)
 
     def _after_invoke(self, pool: FunctionPool, env: ExecutionEnvironment, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
