@@ -86,43 +86,21 @@ class FrontDoor:
             if match is not None and match[0] == "invoke" and url_target(req) is None:
                 request_id = str(uuid.uuid4())
                 try:
-                    return self.lambda_api.invoke_now(req, resp, request_id, **match[1])
+                    rest = self.lambda_api.invoke_now(req, resp, request_id, **match[1])
                 except AwsError as err:
                     resp.send(err.status, err.body(), err.headers(request_id))
                     return None
+                return self._answer_errors(rest, req, resp, request_id)
         return self.handle(req, resp)
 
     async def handle(self, req: Request, resp: Response) -> None:
         request_id = str(uuid.uuid4())
+        await self._answer_errors(self._route(req, resp, request_id), req, resp, request_id)
+
+    async def _answer_errors(self, work, req: Request, resp: Response, request_id: str) -> None:
+        """Await work; an error becomes an AWS-shaped answer, never a dropped connection."""
         try:
-            target = url_target(req)
-            if target is not None:
-                await self.urls.handle(req, resp, *target)
-                return
-            amz_target = req.headers.get("x-amz-target", "")
-            if amz_target.startswith(TARGET_PREFIX):
-                try:
-                    raw = await req.read(1 << 20)
-                except BodyTooLarge:
-                    raise AwsError(400, "InvalidParameterException", "Request too large") from None
-                doc = self.logs_api.handle(amz_target, raw)
-                resp.send(200, json.dumps(doc).encode(),
-                          {"Content-Type": "application/x-amz-json-1.1", "x-amzn-RequestId": request_id})
-                return
-            match = self.lambda_api.match(req.method, req.path.rstrip("/") if req.path != "/" else "/")
-            if match is not None:
-                await self.lambda_api.handle(match[0], match[1], req, resp, request_id)
-                return
-            code = _CODE_PATH.match(req.path)
-            if code is not None and req.method == "GET":
-                data = self.functions.code.read_zip(code.group(1))
-                if data is not None:
-                    resp.send(200, data, {"Content-Type": "application/zip"})
-                    return
-            if req.path == "/lambdalet/health":
-                resp.send(200, b'{"status":"ok"}', {"Content-Type": "application/json"})
-                return
-            raise AwsError(404, "UnknownOperationException", f"Unknown operation {req.method} {req.path}")
+            await work
         except AwsError as err:
             if not resp.started:
                 resp.send(err.status, err.body(), err.headers(request_id))
@@ -133,3 +111,33 @@ class FrontDoor:
             if not resp.started:
                 err = service_error(f"An internal error occurred: {type(exc).__name__}")
                 resp.send(err.status, err.body(), err.headers(request_id))
+
+    async def _route(self, req: Request, resp: Response, request_id: str) -> None:
+        target = url_target(req)
+        if target is not None:
+            await self.urls.handle(req, resp, *target)
+            return
+        amz_target = req.headers.get("x-amz-target", "")
+        if amz_target.startswith(TARGET_PREFIX):
+            try:
+                raw = await req.read(1 << 20)
+            except BodyTooLarge:
+                raise AwsError(400, "InvalidParameterException", "Request too large") from None
+            doc = self.logs_api.handle(amz_target, raw)
+            resp.send(200, json.dumps(doc).encode(),
+                      {"Content-Type": "application/x-amz-json-1.1", "x-amzn-RequestId": request_id})
+            return
+        match = self.lambda_api.match(req.method, req.path.rstrip("/") if req.path != "/" else "/")
+        if match is not None:
+            await self.lambda_api.handle(match[0], match[1], req, resp, request_id)
+            return
+        code = _CODE_PATH.match(req.path)
+        if code is not None and req.method == "GET":
+            data = self.functions.code.read_zip(code.group(1))
+            if data is not None:
+                resp.send(200, data, {"Content-Type": "application/zip"})
+                return
+        if req.path == "/lambdalet/health":
+            resp.send(200, b'{"status":"ok"}', {"Content-Type": "application/json"})
+            return
+        raise AwsError(404, "UnknownOperationException", f"Unknown operation {req.method} {req.path}")
