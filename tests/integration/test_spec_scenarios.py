@@ -115,7 +115,7 @@ def test_runtime_api_address_is_loopback_host_and_port(server):
     name, _ = deploy(server, sb.PRINT_RUNTIME_API)
     invoke(server, name)
     msgs = wait_for_log(server, name, lambda m: any(x.startswith("REPORT") for x in m))
-    line = [m for m in msgs if m.startswith("AWS_LAMBDA_RUNTIME_API value:")][0]
+    line = next(m for m in msgs if m.startswith("AWS_LAMBDA_RUNTIME_API value:"))
     assert re.match(r"^AWS_LAMBDA_RUNTIME_API value: 127\.0\.0\.1:\d+$", line)
 
 
@@ -168,7 +168,7 @@ def test_missing_bootstrap_is_invalid_entrypoint_and_not_restarted(server):
     status, body, _ = curl(url)
     assert (status, body) == (502, b"Internal Server Error")
     msgs = wait_for_log(server, name, lambda m: any(x.startswith("REPORT") for x in m))
-    task_root = [m for m in msgs if "Couldn't find valid bootstrap(s)" in m][0]
+    task_root = next(m for m in msgs if "Couldn't find valid bootstrap(s)" in m)
     assert re.match(r"^RequestId: [0-9a-f-]{36} Error: Couldn't find valid bootstrap\(s\): \[\S+/bootstrap "
                     r"\S+/bootstrap\]\nRuntime.InvalidEntrypoint$", task_root)
     inits = [m for m in msgs if m.startswith("INIT_REPORT")]
@@ -303,10 +303,10 @@ def test_invoke_timeout_kills_and_restarts(server):
     assert (status, body) == (502, b"Internal Server Error")
     assert 2.9 < took < 4.5
     msgs = wait_for_log(server, name, lambda m: sum(x.startswith("INIT_START") for x in m) == 2)
-    line = [m for m in msgs if "Task timed out" in m][0]
+    line = next(m for m in msgs if "Task timed out" in m)
     assert re.match(r"^\S+Z [0-9a-f-]{36} Task timed out after 3\.0\d seconds$", line)
     assert "Response sent successfully!" not in msgs
-    resp, body, _ = invoke(server, name)
+    _resp, body, _ = invoke(server, name)
     assert json.loads(body)["errorType"] == "Sandbox.Timedout"
     assert re.match(r"^RequestId: \S+ Error: Task timed out after 3\.0\d seconds$", json.loads(body)["errorMessage"])
     assert len(streams(server, name)) == 1
@@ -355,7 +355,7 @@ def test_crash_after_response_still_delivers_the_response(server):
 
 def test_work_after_response_counts_against_the_timeout(server):
     name, url = deploy(server, sb.SLEEP_AFTER_RESPONSE, url=True)
-    status, body, took = curl(url)
+    status, _body, took = curl(url)
     assert status == 200 and took < 2  # the caller is answered at /response
     msgs = wait_for_log(server, name, lambda m: sum(x.startswith("INIT_START") for x in m) == 2, timeout=10)
     assert any(re.search(r"Task timed out after 3\.\d\d seconds$", m) for m in msgs)
@@ -369,7 +369,7 @@ def test_work_after_response_counts_against_the_timeout(server):
 @pytest.mark.slow
 def test_work_after_response_within_a_long_timeout_continues(server):
     name, _ = deploy(server, sb.SLEEP_AFTER_RESPONSE, timeout=30)
-    resp, body, took = invoke(server, name)
+    resp, _body, took = invoke(server, name)
     assert "FunctionError" not in resp and took < 2
     msgs = wait_for_log(server, name, lambda m: any(x.startswith("REPORT") for x in m), timeout=25)
     i = msgs.index("sleep 15s over")

@@ -102,7 +102,7 @@ def test_streamed_error_trailers_reach_invoke_complete(server, streamer):
     resp = server.lambda_client.invoke_with_response_stream(
         FunctionName=name, Payload=json.dumps({"fail": True}).encode())
     events = list(resp["EventStream"])
-    complete = [e["InvokeComplete"] for e in events if "InvokeComplete" in e][0]
+    complete = next(e["InvokeComplete"] for e in events if "InvokeComplete" in e)
     assert complete.get("ErrorCode") == "Boom" and "mid-stream" in complete.get("ErrorDetails", "")
     assert b"".join(e["PayloadChunk"]["Payload"] for e in events if "PayloadChunk" in e) == b"partial"
     status = http.client.HTTPConnection(*urllib.parse.urlsplit(url).netloc.split(":"))

@@ -72,7 +72,8 @@ def test_code_store_unpacks_with_modes_and_symlinks(tmp_path):
                              "lib/link": (b"a.txt", 0o120777)}))
     assert os.access(os.path.join(stored.task_root, "bootstrap"), os.X_OK)
     assert not os.access(os.path.join(stored.task_root, "lib/a.txt"), os.X_OK)
-    assert open(os.path.join(stored.task_root, "lib/link")).read() == "a"
+    with open(os.path.join(stored.task_root, "lib/link")) as f:
+        assert f.read() == "a"
     assert store.put(store.read_zip(stored.sha_hex)).task_root == stored.task_root
 
 

@@ -209,8 +209,8 @@ class FunctionUrls:
                 if _DELIMITER in pending:
                     break
             prelude, found, pending = pending.partition(_DELIMITER)
-            if not found:  # the function ended without writing: no prelude
-                pending, prelude = b"", b"{}" if not prelude else prelude
+            if not found:  # the function ended without writing a full prelude
+                pending, prelude = b"", prelude or b"{}"
             try:
                 meta = json.loads(prelude or b"{}")
                 status = int(meta.get("statusCode", 200))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
 
@@ -61,6 +62,7 @@ class Invoker:
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._running: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def prepare(self, rec: FunctionRecord) -> None:
         """Make sure the scheduler runs the function's current revision."""
@@ -116,14 +118,14 @@ class Invoker:
             for event in self.queue.due():
                 if event.id not in self._running:
                     self._running.add(event.id)
-                    loop.create_task(self._run_event(event))
+                    task = loop.create_task(self._run_event(event))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
             next_due = self.queue.next_due()
             delay = 1.0 if next_due is None else min(1.0, max(0.01, next_due - time.time()))
             self._wakeup.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), delay)
-            except TimeoutError:
-                pass
 
     async def _run_event(self, event) -> None:
         try:

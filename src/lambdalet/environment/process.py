@@ -113,6 +113,7 @@ class BootstrapProcess:
         self.peak_rss = 0
         self._sampled_at = 0.0
         self._pidfd: int | None = None
+        self._poller: asyncio.Task[None] | None = None
         self._watch()
 
     @classmethod
@@ -150,8 +151,8 @@ class BootstrapProcess:
         loop = asyncio.get_running_loop()
         try:
             self._pidfd = os.pidfd_open(self.pid)
-        except (AttributeError, OSError):
-            loop.create_task(self._poll_exit())
+        except (AttributeError, OSError):  # no pidfd (old kernel): poll
+            self._poller = loop.create_task(self._poll_exit())
             return
         loop.add_reader(self._pidfd, self._reap)
 
@@ -210,10 +211,8 @@ class BootstrapProcess:
         """SIGTERM the whole tree, SIGKILL it after grace seconds; returns once the bootstrap is reaped."""
         if self.alive:
             self.signal_tree(signal.SIGTERM)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.exited), grace)
-            except TimeoutError:
-                pass
         self.signal_tree(signal.SIGKILL)  # leftovers in the group go too
         if self.alive:
             await self.exited

@@ -123,9 +123,8 @@ class Scheduler:
         if env is not None:
             env.waiting_invoke = True  # claimed: no other invocation may pick it
             return env
-        if self.environment_count >= self.limits.max_concurrency:
-            if not self._evict_idle():
-                raise Throttled("ConcurrentInvocationLimitExceeded")
+        if self.environment_count >= self.limits.max_concurrency and not self._evict_idle():
+            raise Throttled("ConcurrentInvocationLimitExceeded")
         env = ExecutionEnvironment(pool.spec, self.sink, self.tmp_root)
         env.on_idle = pool.idle.set
         env.waiting_invoke = True
