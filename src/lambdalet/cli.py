@@ -127,7 +127,7 @@ def _logs(args: argparse.Namespace) -> int:
                     start, seen = event["timestamp"], set()
                 seen.add(event["eventId"])
                 stamp = time.strftime("%H:%M:%S", time.gmtime(event["timestamp"] / 1000))
-                print(f"{stamp}.{event['timestamp'] % 1000:03d} {event['message']}", flush=True)
+                print(f"{stamp}.{event['timestamp'] % 1000:03d} {event['message'].rstrip(chr(10))}", flush=True)
             token = result.get("nextToken")
             if not token:
                 break

@@ -144,7 +144,8 @@ def log_events(server: Server, function_name: str) -> list[dict]:
 
 
 def log_messages(server: Server, function_name: str) -> list[str]:
-    return [e["message"] for e in log_events(server, function_name)]
+    """Messages of log_events without the trailing newline every Lambda log event carries."""
+    return [e["message"].removesuffix("\n") for e in log_events(server, function_name)]
 
 
 def wait_for_log(server: Server, function_name: str, predicate, timeout: float = 20.0) -> list[str]:

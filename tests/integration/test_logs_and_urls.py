@@ -131,7 +131,8 @@ def test_logs_api_groups_streams_events_and_filters(server):
     assert len(stream["logStreamName"].split("]")[1]) == 32
     events = logs.get_log_events(logGroupName=group, logStreamName=stream["logStreamName"], startFromHead=True,
                                  limit=4)
-    assert [e["message"] for e in events["events"]][1] == "bootstrap is executed!"
+    assert [e["message"] for e in events["events"]][1] == "bootstrap is executed!\n"
+    assert all(e["message"].endswith("\n") for e in events["events"])  # as CloudWatch stores them
     more = logs.get_log_events(logGroupName=group, logStreamName=stream["logStreamName"], startFromHead=True,
                                nextToken=events["nextForwardToken"])
     assert events["events"][3]["message"].startswith("The event data is")
@@ -139,7 +140,7 @@ def test_logs_api_groups_streams_events_and_filters(server):
     latest = logs.get_log_events(logGroupName=group, logStreamName=stream["logStreamName"], limit=1)
     assert latest["events"][0]["message"].startswith("REPORT")
     found = logs.filter_log_events(logGroupName=group, filterPattern='"event data" 1')["events"]
-    assert [e["message"] for e in found] == ['The event data is: {"n": 1}']
+    assert [e["message"] for e in found] == ['The event data is: {"n": 1}\n']
     assert all("logStreamName" in e and "eventId" in e for e in found)
     either = logs.filter_log_events(logGroupName=group, filterPattern='?END ?bootstrap')["events"]
     assert len(either) == 4

@@ -276,8 +276,10 @@ import boto3
 def handler(event, context):
     lam = boto3.client("lambda")
     logs = boto3.client("logs")
-    names = [f["FunctionName"] for f in lam.list_functions()["Functions"]]
-    groups = [g["logGroupName"] for g in logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/")["logGroups"]]
+    names = [f["FunctionName"] for page in lam.get_paginator("list_functions").paginate()
+             for f in page["Functions"]]
+    groups = [g["logGroupName"]
+              for g in logs.describe_log_groups(logGroupNamePrefix=context.log_group_name)["logGroups"]]
     return {"me": context.function_name in names, "group": context.log_group_name in groups,
             "task_root_first": os.path.exists(os.path.join(sys.path[0], "app.py"))}
 """

@@ -27,7 +27,7 @@ def throttled_error(exc: Throttled) -> AwsError:
 
 def log_tail(lines: list[str]) -> str:
     """X-Amz-Log-Result: base64 of the last 4 KB of the invocation's log."""
-    text = "".join(line + "\n" for line in lines).encode()
+    text = "".join(line if line.endswith("\n") else line + "\n" for line in lines).encode()
     return base64.b64encode(text[-TAIL_BYTES:]).decode()
 
 

@@ -80,7 +80,11 @@ class ExecutionEnvironment:
         self.on_idle: Callable[[], None] | None = None  # told when the environment can take work again
 
     # ---------------------------------------------------------------- logs
+    def _platform(self, line: str) -> None:
+        self.emit(line + "\n")
+
     def emit(self, message: str) -> None:
+        """Record one log event (CloudWatch keeps each event's trailing newline, as Lambda sends it)."""
         self.sink.append(self.spec.log_group, self.log_stream, message, platform_log.now_ms())
         inv = self._current
         if inv is None:
@@ -122,7 +126,7 @@ class ExecutionEnvironment:
 
     async def _init_phase(self, cold: bool = False) -> None:
         self.state = EnvState.INITIALIZING
-        self.emit(platform_log.init_start(self.spec.runtime, self.spec.region))
+        self._platform(platform_log.init_start(self.spec.runtime, self.spec.region))
         started = time.monotonic()
         failure = await self._spawn_and_wait(INIT_TIMEOUT_S)
         elapsed = (time.monotonic() - started) * 1000
@@ -133,7 +137,7 @@ class ExecutionEnvironment:
             if cold:
                 self._cold_init_ms = elapsed
             return
-        self.emit(platform_log.init_report(elapsed, "init", failure.status, failure.error_type))
+        self._platform(platform_log.init_report(elapsed, "init", failure.status, failure.error_type))
         await self._end_process()
         self.state = EnvState.FAILED
 
@@ -192,7 +196,7 @@ class ExecutionEnvironment:
                 argv = ["/bin/sh", path]
         else:
             for line in launch.warnings:
-                self.emit(line)
+                self._platform(line)
             argv = launch.argv
             env.update(launch.env)
             telemetry = launch.telemetry_fd
@@ -281,18 +285,18 @@ class ExecutionEnvironment:
 
     async def _fail_invoke_init(self, inv: Invocation, failure: InitFailure, started: float) -> None:
         elapsed = (time.monotonic() - started) * 1000
-        self.emit(platform_log.init_report(elapsed, "invoke", failure.status, failure.error_type))
-        self.emit(platform_log.start(inv.request_id))
+        self._platform(platform_log.init_report(elapsed, "invoke", failure.status, failure.error_type))
+        self._platform(platform_log.start(inv.request_id))
         if failure.status == "timeout":
             seconds = time.monotonic() - started
-            self.emit(platform_log.timed_out(inv.request_id, seconds))
+            self._platform(platform_log.timed_out(inv.request_id, seconds))
             inv.resolve(_timeout_outcome(inv, seconds))
         elif failure.body is not None:
-            self.emit(platform_log.runtime_error(None, failure.message, failure.error_type or "Runtime.Unknown"))
+            self._platform(platform_log.runtime_error(None, failure.message, failure.error_type or "Runtime.Unknown"))
             inv.resolve(Outcome(payload=failure.body, function_error="Unhandled", error_type=failure.error_type))
         else:
             error_type = failure.error_type or "Runtime.Unknown"
-            self.emit(platform_log.runtime_error(inv.request_id, failure.message, error_type))
+            self._platform(platform_log.runtime_error(inv.request_id, failure.message, error_type))
             inv.resolve(_failure_outcome(inv, error_type, failure.message))
         await self._end_process(grace=0.5)
         self._log_end(inv, started, None)
@@ -303,7 +307,7 @@ class ExecutionEnvironment:
 
     def _dispatch(self, inv: Invocation) -> None:
         assert self.session is not None
-        self.emit(platform_log.start(inv.request_id))
+        self._platform(platform_log.start(inv.request_id))
         self._finished = asyncio.get_running_loop().create_future()
         self.session.assign(inv)
 
@@ -321,7 +325,7 @@ class ExecutionEnvironment:
             return
         if not done:  # timeout
             seconds = time.monotonic() - started
-            self.emit(platform_log.timed_out(inv.request_id, seconds))
+            self._platform(platform_log.timed_out(inv.request_id, seconds))
             outcome = _timeout_outcome(inv, seconds)
             self._fail_stream(inv, outcome)
             inv.resolve(outcome)
@@ -332,7 +336,7 @@ class ExecutionEnvironment:
             code = proc.returncode or 0
             message = ("Runtime exited without providing a reason" if code == 0
                        else f"Runtime exited with error: {exit_reason(code)}")
-            self.emit(platform_log.runtime_error(inv.request_id, message, "Runtime.ExitError"))
+            self._platform(platform_log.runtime_error(inv.request_id, message, "Runtime.ExitError"))
             outcome = _failure_outcome(inv, "Runtime.ExitError", message)
             self._fail_stream(inv, outcome)
             inv.resolve(outcome)
@@ -352,14 +356,14 @@ class ExecutionEnvironment:
 
     def _log_end(self, inv: Invocation, started: float, init_ms: float | None) -> None:
         duration = (time.monotonic() - started) * 1000
-        self.emit(platform_log.end(inv.request_id))
+        self._platform(platform_log.end(inv.request_id))
         peak = self.process.sample_memory(max_age=1.0) if self.process is not None and self.process.alive else 0
         if self.process is not None:
             peak = max(peak, self.process.peak_rss)
         used_mb = max(1, math.ceil(peak / (1024 * 1024)))
         billed_init = init_ms if self.spec.runtime.startswith("provided") else None
         billed = platform_log.billed_ms(duration, self.spec.timeout_s, billed_init)
-        self.emit(platform_log.report(inv.request_id, duration, billed, self.spec.memory_mb, used_mb, init_ms))
+        self._platform(platform_log.report(inv.request_id, duration, billed, self.spec.memory_mb, used_mb, init_ms))
 
     async def stop(self) -> None:
         """End the environment: its process tree, its Runtime API port, its temporary files."""

@@ -64,7 +64,7 @@ class _LineReader:
         if line.endswith(b"\r"):
             line = line[:-1]
         if line:  # Lambda records no event for an empty line
-            self.emit(line.decode("utf-8", "replace"))
+            self.emit(line.decode("utf-8", "replace") + "\n")
 
     def close(self) -> None:
         if self.eof:
@@ -91,8 +91,6 @@ class _FrameReader(_LineReader):
                 return
             message = self.buf[_FRAME_HEADER.size:end]
             self.buf = self.buf[end:]
-            if message.endswith(b"\n"):
-                message = message[:-1]
             self.emit(message.decode("utf-8", "replace"))
 
     def close(self) -> None:
