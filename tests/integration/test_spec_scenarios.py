@@ -377,3 +377,41 @@ def test_work_after_response_within_a_long_timeout_continues(server):
     assert not any("Task timed out" in m for m in msgs)
     assert 15000 < float(reports(msgs)[0]["d"]) < 16500  # the invoke ends at the next /next
     assert len(log_events(server, name)) == len(msgs)
+
+
+# ---------------------------------------------------------------- Runtime API errors over HTTP
+
+RUNTIME_API_ERRORS = r"""#!/bin/bash
+API="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime"
+H=$(mktemp)
+echo "early response: $(curl -s -w ' %{http_code}' -X POST "$API/invocation/nope/response" -d '{}' | tr -d '\n')"
+while true; do
+  curl -sS -D "$H" -o /dev/null "$API/invocation/next"
+  ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$H" | tr -d '[:cntrl:]' | awk '{print $2}')
+  echo "late init error: $(curl -s -w ' %{http_code}' -X POST "$API/init/error" -d '{}' | tr -d '\n')"
+  echo "wrong id: $(curl -s -w ' %{http_code}' -X POST "$API/invocation/wrong-id/response" -d '{}' | tr -d '\n')"
+  echo "chunked: $(printf '{"chunked": true}' | curl -s -w ' %{http_code}' -X POST -H 'Transfer-Encoding: chunked' \
+      -H 'Content-Type: text/plain' --data-binary @- "$API/invocation/$ID/response" | tr -d '\n')"
+  echo "duplicate: $(curl -s -w ' %{http_code}' -X POST "$API/invocation/$ID/response" -d '{}' | tr -d '\n')"
+  echo "duplicate error: $(curl -s -w ' %{http_code}' -X POST "$API/invocation/$ID/error" -d '{}' | tr -d '\n')"
+  echo "bad mode: $(curl -s -w ' %{http_code}' -X POST -H 'Lambda-Runtime-Function-Response-Mode: nope' \
+      "$API/invocation/$ID/response" -d '{}' | tr -d '\n')"
+done
+"""
+
+
+def test_runtime_api_rejects_wrong_stale_and_duplicate_answers(server):
+    name, _ = deploy(server, RUNTIME_API_ERRORS)
+    resp, body, _ = invoke(server, name)
+    assert "FunctionError" not in resp and body == b'{"chunked": true}'
+    assert resp["ResponseMetadata"]["HTTPHeaders"]["content-type"] == "text/plain"
+    msgs = wait_for_log(server, name, lambda m: any(x.startswith("bad mode") for x in m))
+    invalid_id = '{"errorMessage":"Invalid request ID","errorType":"InvalidRequestID"}'
+    assert f"early response: {invalid_id} 400" in msgs
+    assert ("late init error: {\"errorMessage\":\"State transition from Running to InitError failed for runtime. "
+            "Error: State transition is not allowed\",\"errorType\":\"InvalidStateTransition\"} 403") in msgs
+    assert f"wrong id: {invalid_id} 400" in msgs
+    assert 'chunked: {"status":"OK"} 202' in msgs
+    assert any(m.startswith("duplicate: ") and m.endswith(" 403") and "InvalidStateTransition" in m for m in msgs)
+    assert any(m.startswith("duplicate error: ") and m.endswith(" 403") for m in msgs)
+    assert any(m.startswith("bad mode: ") and m.endswith(" 403") for m in msgs)
