@@ -33,7 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings(host=args.host, port=args.port, data_dir=args.data_dir, region=args.region,
                         account=args.account_id, max_concurrency=args.max_concurrency,
                         idle_timeout_s=args.idle_timeout, async_retry_delay_s=args.async_retry_delay,
-                        interpreters=interpreters)
+                        interpreters=interpreters, memory_limit=not args.no_memory_limit)
     try:
         import uvloop
     except ImportError:
@@ -165,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds before the first retry of a failed Event invocation (default 60)")
     serve.add_argument("--runtime-interpreter", action="append", metavar="RUNTIME=PATH",
                        help="interpreter for a built-in runtime, e.g. python3.12=/usr/bin/python3.12")
+    serve.add_argument("--no-memory-limit", action="store_true",
+                       help="do not confine functions to their MemorySize (cgroups, where available)")
     serve.add_argument("-v", "--verbose", action="store_true")
     serve.set_defaults(func=_serve)
 

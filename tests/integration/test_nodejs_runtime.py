@@ -259,3 +259,20 @@ def test_version_warning_in_log(server: Server) -> None:
     invoke(server, name)
     messages = log_messages(server, name)
     assert any("LAMBDALET_WARNING" in x and other in x for x in messages)
+
+
+def test_plain_http_invoke_api(server: Server) -> None:
+    code = "export const handler = async (e) => { if (e.fail) throw new SyntaxError('bad input'); return e; };"
+    name = deploy(server, {"index.mjs": code}, runtime="nodejs24.x")
+    parts = urlsplit(server.endpoint)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    path = f"/2015-03-31/functions/{name}/invocations"
+    conn.request("POST", path, body=b'{"a":[1,2]}')
+    resp = conn.getresponse()
+    assert (resp.status, resp.getheader("X-Amz-Function-Error"), resp.read()) == (200, None, b'{"a":[1,2]}')
+    conn.request("POST", path, body=b'{"fail":true}')
+    resp = conn.getresponse()
+    doc = json.loads(resp.read())
+    assert resp.status == 200 and resp.getheader("X-Amz-Function-Error") == "Unhandled"
+    assert (doc["errorType"], doc["errorMessage"]) == ("SyntaxError", "bad input")
+    conn.close()

@@ -37,6 +37,7 @@ class Settings:
     idle_timeout_s: float = 600.0
     async_retry_delay_s: float = 60.0
     interpreters: dict[str, str] = field(default_factory=dict)
+    memory_limit: bool = True
 
 
 class FrontDoor:
@@ -54,6 +55,7 @@ class FrontDoor:
         self.functions = FunctionManager(FunctionStore(self.db), CodeStore(os.path.join(data, "code")),
                                          settings.region, settings.account, os.path.join(data, "opt"),
                                          settings.interpreters, "")
+        self.functions.memory_limit = settings.memory_limit
         self.invoker = Invoker(self.functions, self.scheduler, AsyncEventQueue(self.db),
                                settings.async_retry_delay_s)
         self.lambda_api = LambdaApi(self.functions, self.invoker, self.logs)

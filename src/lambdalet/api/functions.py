@@ -61,6 +61,7 @@ class FunctionManager:
         self.opt_dir = opt_dir
         self.interpreters = interpreters
         self.endpoint_url = endpoint_url
+        self.memory_limit = True
 
     def arn(self, name: str) -> str:
         return f"arn:aws:lambda:{self.region}:{self.account}:function:{name}"
@@ -85,7 +86,7 @@ class FunctionManager:
             name=rec.name, arn=cfg["FunctionArn"], runtime=cfg.get("Runtime", ""), handler=cfg.get("Handler", ""),
             memory_mb=cfg["MemorySize"], timeout_s=cfg["Timeout"], task_root=self.code.task_root(rec.code_sha),
             opt_dir=self.opt_dir, region=self.region, revision_id=cfg["RevisionId"], variables=variables,
-            interpreters=self.interpreters, endpoint_url=self.endpoint_url,
+            interpreters=self.interpreters, endpoint_url=self.endpoint_url, memory_limit=self.memory_limit,
         )
 
     # -- validation

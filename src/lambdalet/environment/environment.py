@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 
 from lambdalet.environment import platform_log
 from lambdalet.environment.process import BootstrapProcess, exit_reason
+from lambdalet.environment.sandbox import MemoryCgroup
 from lambdalet.environment.spec import INIT_TIMEOUT_S, FunctionSpec, LogSink
 from lambdalet.invocation import Invocation, Outcome, error_document
 from lambdalet.runtime_api import RuntimeApiServer, RuntimeSession
@@ -78,6 +79,7 @@ class ExecutionEnvironment:
         self.waiting_invoke = False
         self._recent: deque[str] = deque(maxlen=64)  # lines since the last invoke, for LogType=Tail
         self.on_idle: Callable[[], None] | None = None  # told when the environment can take work again
+        self.cgroup: MemoryCgroup | None = None
 
     # ---------------------------------------------------------------- logs
     def _platform(self, line: str) -> None:
@@ -122,6 +124,8 @@ class ExecutionEnvironment:
     def start(self) -> None:
         """Begin the Init phase (a cold start)."""
         os.makedirs(self.tmp_dir, exist_ok=True)
+        if self.spec.memory_limit:
+            self.cgroup = MemoryCgroup.create(self.id, self.spec.memory_mb)
         self._init_task = asyncio.get_running_loop().create_task(self._init_phase(cold=True))
 
     async def _init_phase(self, cold: bool = False) -> None:
@@ -160,10 +164,16 @@ class ExecutionEnvironment:
         await proc.settle_output()
         if self._init_error is not None:
             return self._init_error_failure()
+        return InitFailure("error", *self._exit_error(proc))
+
+    def _exit_error(self, proc: BootstrapProcess) -> tuple[str, str]:
+        """Lambda's error type and message for a runtime that exited."""
         code = proc.returncode or 0
-        message = ("Runtime exited without providing a reason" if code == 0
-                   else f"Runtime exited with error: {exit_reason(code)}")
-        return InitFailure("error", "Runtime.ExitError", message)
+        if code == 0:
+            return "Runtime.ExitError", "Runtime exited without providing a reason"
+        error_type = "Runtime.OutOfMemory" if self.cgroup is not None and self.cgroup.out_of_memory() \
+            else "Runtime.ExitError"
+        return error_type, f"Runtime exited with error: {exit_reason(code)}"
 
     def _init_error_failure(self) -> InitFailure:
         assert self._init_error is not None
@@ -208,6 +218,8 @@ class ExecutionEnvironment:
         except OSError as exc:
             return InitFailure("error", "Runtime.InvalidEntrypoint",
                                f"fork/exec {argv[0]}: {(exc.strerror or str(exc)).lower()}", retry=False)
+        if self.cgroup is not None:
+            self.cgroup.add(self.process.pid)
         return None
 
     async def _end_process(self, grace: float = 2.0) -> None:
@@ -333,11 +345,9 @@ class ExecutionEnvironment:
             await self._end_process()
         else:  # the runtime exited
             await proc.settle_output()
-            code = proc.returncode or 0
-            message = ("Runtime exited without providing a reason" if code == 0
-                       else f"Runtime exited with error: {exit_reason(code)}")
-            self._platform(platform_log.runtime_error(inv.request_id, message, "Runtime.ExitError"))
-            outcome = _failure_outcome(inv, "Runtime.ExitError", message)
+            error_type, message = self._exit_error(proc)
+            self._platform(platform_log.runtime_error(inv.request_id, message, error_type))
+            outcome = _failure_outcome(inv, error_type, message)
             self._fail_stream(inv, outcome)
             inv.resolve(outcome)
             self._log_end(inv, started, init_ms)
@@ -373,6 +383,12 @@ class ExecutionEnvironment:
         if self._init_task is not None and not self._init_task.done() and not self.waiting_invoke:
             self._init_task.cancel()
         await self._end_process(grace=0.3)
+        self._release()
+
+    def _release(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.destroy()  # also ends processes that left the process group
+            self.cgroup = None
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
     def kill_now(self) -> None:
@@ -382,7 +398,7 @@ class ExecutionEnvironment:
             self.process.kill_now()
         if self.server is not None:
             self.server.close()
-        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        self._release()
 
 
 def _shebang_interpreter(path: str) -> str | None:

@@ -46,6 +46,7 @@ class FunctionSpec:
     variables: Mapping[str, str] = field(default_factory=dict)
     interpreters: Mapping[str, str] = field(default_factory=dict)
     endpoint_url: str = ""  # the lambdalet server, for boto3 inside functions
+    memory_limit: bool = True  # enforce memory_mb with a cgroup where the machine allows it
 
     @property
     def log_group(self) -> str:

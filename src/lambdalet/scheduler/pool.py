@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 from lambdalet.environment import EnvState, ExecutionEnvironment, FunctionSpec, LogSink
+from lambdalet.environment.sandbox import HIERARCHY
 from lambdalet.invocation import Invocation
 
 log = logging.getLogger("lambdalet.scheduler")
@@ -200,3 +201,4 @@ class Scheduler:
             pool.envs.clear()
         for task in list(self._tasks):
             task.cancel()
+        HIERARCHY.remove()

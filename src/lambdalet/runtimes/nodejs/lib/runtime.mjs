@@ -138,7 +138,7 @@ export class Runtime {
 
     let event;
     let context;
-    const legacy = this.callbackStyle || this.legacy ? { onDone: () => {} } : undefined;
+    const legacy = this.legacy ? { onDone: () => {} } : undefined; // context.succeed/fail/done
     try {
       context = buildContext(headers, legacy);
       try {
@@ -171,7 +171,8 @@ export class Runtime {
     let result;
     try {
       const running = Promise.resolve(this.loaded.handler(event, context));
-      result = await Promise.race(outcome ? [running, outcome.then(wrapOutcome), drained.promise] : [running, drained.promise]);
+      const racers = outcome ? [running, outcome.then(wrapOutcome), drained.promise] : [running, drained.promise];
+      result = await Promise.race(racers);
     } catch (err) {
       drained.cancel();
       await this.postError(err);
