@@ -284,7 +284,8 @@ def test_crash_during_invoke_fails_fast_and_restarts(server):
     status, body, took = curl(url)
     assert (status, body) == (502, b"Internal Server Error")
     assert took < 2
-    msgs = wait_for_log(server, name, lambda m: sum(x.startswith("INIT_START") for x in m) == 2)
+    msgs = wait_for_log(server, name, lambda m: sum(x.startswith("INIT_START") for x in m) == 2
+                        and m[-1] == "bootstrap is executed!")
     rid = msgs[index_of(msgs, "START RequestId")].split()[2]
     assert f"RequestId: {rid} Error: Runtime exited with error: exit status 1\nRuntime.ExitError" in msgs
     assert msgs[index_of(msgs, "REPORT")].count("Init Duration") == 1

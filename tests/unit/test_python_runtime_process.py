@@ -70,10 +70,10 @@ class RuntimeProcess:
     """One spawned runtime process, its framed log records and stdout."""
 
     def __init__(self, stub: StubRuntimeApi, task_root: Path, handler: str, runtime: str = "python3.12",
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, opt_dir: str = "/opt") -> None:
         self.stub = stub
         spec = launch_spec(RuntimeContext(runtime=runtime, task_root=str(task_root), handler=handler,
-                                          user_env=env or {}, interpreters={}))
+                                          user_env=env or {}, interpreters={}, opt_dir=opt_dir))
         self.spec = spec
         read_fd, write_fd = os.pipe()
         full_env = {
@@ -398,7 +398,7 @@ def test_json_uncaught_error(stub: StubRuntimeApi, tmp_path: Path) -> None:
 
 def test_sys_path_and_host_boto3(stub: StubRuntimeApi, tmp_path: Path) -> None:
     proc = RuntimeProcess(stub, write_task(tmp_path, {"app.py": APP}), "app.paths",
-                          env={"_LAMBDALET_OPT_DIR": str(tmp_path / "opt")})
+                          opt_dir=str(tmp_path / "opt"))
     path, _, body = proc.invoke("req-1", {})
     assert path.endswith("/response"), body
     got = json.loads(body)

@@ -57,7 +57,8 @@ class FunctionSpec:
             return None
         return launch_spec(RuntimeContext(
             runtime=self.runtime, task_root=self.task_root, handler=self.handler,
-            user_env=self.variables, interpreters=self.interpreters,
+            user_env=self.variables, interpreters=self.interpreters, memory_mb=self.memory_mb,
+            opt_dir=self.opt_dir, region=self.region,
         ))
 
     def bootstrap_candidates(self) -> list[str]:

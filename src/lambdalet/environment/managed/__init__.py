@@ -43,6 +43,9 @@ class RuntimeContext:
     handler: str
     user_env: Mapping[str, str]
     interpreters: Mapping[str, str]  # runtime name -> interpreter path, from `serve --runtime-interpreter`
+    memory_mb: int = 128
+    opt_dir: str = "/opt"  # where layers would be unpacked
+    region: str = "us-east-1"
 
 
 def is_supported(runtime: str) -> bool:

@@ -56,14 +56,14 @@ def launch_spec(ctx: RuntimeContext) -> LaunchSpec:
             f"`lambdalet serve --runtime-interpreter {ctx.runtime}=/path/to/node`."
         )
     user = ctx.user_env
-    opt_dir = getattr(ctx, "opt_dir", None) or "/opt"
+    opt_dir = ctx.opt_dir or "/opt"
     env = {"AWS_EXECUTION_ENV": f"AWS_Lambda_{ctx.runtime}"}
     if not user.get("NODE_PATH"):
         env["NODE_PATH"] = default_node_path(major, str(RUNTIME_DIR), ctx.task_root, opt_dir)
-    ca = extra_ca_certs(user, getattr(ctx, "region", None))
+    ca = extra_ca_certs(user, ctx.region)
     if ca:
         env["NODE_EXTRA_CA_CERTS"] = ca
-    memory_mb = getattr(ctx, "memory_mb", None)
+    memory_mb = ctx.memory_mb
     if user.get("AWS_LAMBDA_EXEC_WRAPPER") or memory_mb is None:
         # The wrapper checks (exit 127/126) and the exec belong to a shell, as on AWS.
         env[OPT_DIR_ENV] = opt_dir

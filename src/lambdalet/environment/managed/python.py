@@ -39,6 +39,7 @@ def launch_spec(ctx: RuntimeContext) -> LaunchSpec:
     env = {
         "AWS_EXECUTION_ENV": f"AWS_Lambda_{ctx.runtime}",
         HOST_SITE_ENV: os.pathsep.join(host_site_packages()),
+        "_LAMBDALET_OPT_DIR": ctx.opt_dir,
     }
     return LaunchSpec(
         argv=[interpreter, *PYTHON_FLAGS, str(BOOTSTRAP), ctx.handler],
