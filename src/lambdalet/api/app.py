@@ -58,7 +58,7 @@ class FrontDoor:
         self.functions.memory_limit = settings.memory_limit
         self.invoker = Invoker(self.functions, self.scheduler, AsyncEventQueue(self.db),
                                settings.async_retry_delay_s)
-        self.lambda_api = LambdaApi(self.functions, self.invoker, self.logs)
+        self.lambda_api = LambdaApi(self.functions, self.invoker)
         self.logs_api = LogsApi(self.logs, settings.region, settings.account)
         self.urls = FunctionUrls(self.functions, self.invoker)
         self.http = HttpServer(self.handle, self.fast)

@@ -15,7 +15,6 @@ from lambdalet.api.functions import FunctionManager, now_iso
 from lambdalet.api.invoker import ASYNC_MAX_PAYLOAD, Invoker, collect, log_tail
 from lambdalet.http11 import BodyTooLarge, Request, Response
 from lambdalet.invocation import MAX_PAYLOAD, Invocation, Outcome
-from lambdalet.store import LogStore
 
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(r"^/2015-03-31/functions/?$"), "create_function"),
@@ -72,10 +71,9 @@ def _check_payload(payload: bytes) -> bytes:
 class LambdaApi:
     """Handlers for the Lambda operations lambdalet implements."""
 
-    def __init__(self, functions: FunctionManager, invoker: Invoker, logs: LogStore) -> None:
+    def __init__(self, functions: FunctionManager, invoker: Invoker) -> None:
         self.functions = functions
         self.invoker = invoker
-        self.logs = logs
 
     def match(self, method: str, path: str) -> tuple[str, dict[str, str]] | None:
         allowed = False
