@@ -29,6 +29,8 @@ import time
 import zipfile
 from pathlib import Path
 
+from first_next import spawn_until_next
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -78,21 +80,9 @@ def time_to_first_next(cases: dict[str, tuple[list[str], dict[str, str]]], task:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
-        port = listener.getsockname()[1]
         for _ in range(rounds):
             for name, (argv, env) in cases.items():
-                start = time.perf_counter()
-                proc = subprocess.Popen(argv, cwd=task, env={**env, "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}"},
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                conn, _ = listener.accept()
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += conn.recv(4096)
-                times[name].append(time.perf_counter() - start)
-                assert data.startswith(b"GET /2018-06-01/runtime/invocation/next"), data[:80]
-                conn.close()
-                proc.kill()
-                proc.wait()
+                times[name].append(spawn_until_next(listener, argv, env, str(task)))
     return times
 
 
