@@ -166,3 +166,26 @@ def test_cli_invoke_and_logs(server):
     out = subprocess.run([sys.executable, "-m", "lambdalet.cli", "logs", name, "--endpoint", server.endpoint],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "bootstrap is executed!" in out.stdout and "REPORT RequestId" in out.stdout
+
+
+def test_function_url_cors(server):
+    name = unique_name("cors")
+    create_function(server, name, make_zip({"bootstrap": URL_FUNCTION}))
+    url = server.lambda_client.create_function_url_config(
+        FunctionName=name, AuthType="NONE",
+        Cors={"AllowOrigins": ["https://app.example"], "AllowMethods": ["GET", "POST"],
+              "AllowHeaders": ["x-custom"], "ExposeHeaders": ["x-custom"], "MaxAge": 300,
+              "AllowCredentials": True})["FunctionUrl"]
+    status, headers, body = http("OPTIONS", url + "teapot", headers={
+        "Origin": "https://app.example", "Access-Control-Request-Method": "POST"})
+    assert status == 200 and body == b""
+    assert headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert headers["Access-Control-Allow-Methods"] == "GET,POST"
+    assert headers["Access-Control-Allow-Headers"] == "x-custom"
+    assert headers["Access-Control-Max-Age"] == "300"
+    assert headers["Access-Control-Allow-Credentials"] == "true"
+    status, headers, body = http("GET", url + "teapot", headers={"Origin": "https://app.example"})
+    assert status == 418 and headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert headers["Access-Control-Expose-Headers"] == "x-custom"
+    status, headers, _ = http("GET", url + "teapot", headers={"Origin": "https://evil.example"})
+    assert status == 418 and "Access-Control-Allow-Origin" not in headers

@@ -10,6 +10,7 @@ import base64
 import binascii
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -123,6 +124,44 @@ def map_result(payload: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
     return 200, [("Content-Type", "application/json")], payload
 
 
+def cors_headers(cors: dict[str, Any] | None, req: Request, preflight: bool = False) -> list[tuple[str, str]]:
+    """The CORS headers Lambda adds for a function URL's Cors configuration, for an allowed Origin."""
+    origin = req.headers.get("origin")
+    if not cors or not origin:
+        return []
+    origins = cors.get("AllowOrigins") or []
+    credentials = bool(cors.get("AllowCredentials"))
+    if origin in origins:
+        allow = origin
+    elif "*" in origins:
+        allow = origin if credentials else "*"
+    else:
+        return []
+    headers = [("Access-Control-Allow-Origin", allow)]
+    if credentials:
+        headers.append(("Access-Control-Allow-Credentials", "true"))
+    if preflight:
+        if cors.get("AllowMethods"):
+            headers.append(("Access-Control-Allow-Methods", ",".join(cors["AllowMethods"])))
+        if cors.get("AllowHeaders"):
+            headers.append(("Access-Control-Allow-Headers", ",".join(cors["AllowHeaders"])))
+        if cors.get("MaxAge") is not None:
+            headers.append(("Access-Control-Max-Age", str(cors["MaxAge"])))
+    elif cors.get("ExposeHeaders"):
+        headers.append(("Access-Control-Expose-Headers", ",".join(cors["ExposeHeaders"])))
+    if allow != "*":
+        headers.append(("Vary", "Origin"))
+    return headers
+
+
+def with_cors(headers: list[tuple[str, str]], cors_hdrs: list[tuple[str, str]], cors: dict[str, Any] | None
+              ) -> list[tuple[str, str]]:
+    """The function's headers, where a Cors configuration replaces the function's own CORS headers."""
+    if not cors:
+        return headers
+    return [(k, v) for k, v in headers if not k.lower().startswith("access-control-")] + cors_hdrs
+
+
 def _server_error(resp: Response) -> None:
     resp.send(502, b"Internal Server Error", {"Content-Type": "text/plain"})
 
@@ -141,6 +180,10 @@ class FunctionUrls:
             return
         if rec.url_config.get("AuthType") == "AWS_IAM" and "authorization" not in req.headers:
             resp.send(403, b'{"Message":"Forbidden"}', {"Content-Type": "application/json"})
+            return
+        cors = rec.url_config.get("Cors")
+        if cors and req.method == "OPTIONS" and "access-control-request-method" in req.headers:
+            resp.send(200, b"", cors_headers(cors, req, preflight=True))  # answered by Lambda itself
             return
         try:
             body = await req.read(MAX_PAYLOAD)
@@ -162,8 +205,9 @@ class FunctionUrls:
                 return
             raise
         outcome = await inv.outcome
+        extra = cors_headers(cors, req)
         if outcome.stream is not None and rec.url_config.get("InvokeMode") == "RESPONSE_STREAM":
-            await self._stream(resp, outcome.stream, inv)
+            await self._stream(resp, outcome.stream, inv, lambda h: with_cors(h, extra, cors))
             return
         if outcome.stream is not None:
             outcome = await self._buffer_stream(outcome.stream)
@@ -176,7 +220,7 @@ class FunctionUrls:
             _server_error(resp)
             return
         headers.append(("x-amzn-RequestId", inv.request_id))
-        resp.send(status, data, headers)
+        resp.send(status, data, with_cors(headers, extra, cors))
 
     @staticmethod
     async def _buffer_stream(stream: ResponseStream) -> Outcome:
@@ -196,7 +240,8 @@ class FunctionUrls:
         return Outcome(payload=json.dumps(doc).encode())
 
     @staticmethod
-    async def _stream(resp: Response, stream: ResponseStream, inv: Invocation) -> None:
+    async def _stream(resp: Response, stream: ResponseStream, inv: Invocation,
+                      finish_headers: Callable[[list[tuple[str, str]]], list[tuple[str, str]]]) -> None:
         chunks = stream.chunks()
         status, headers = 200, [("Content-Type", stream.content_type)]
         pending = b""
@@ -224,7 +269,7 @@ class FunctionUrls:
             _server_error(resp)  # failed before writing anything
             return
         headers.append(("x-amzn-RequestId", inv.request_id))
-        resp.start(status, headers)
+        resp.start(status, finish_headers(headers))
         resp.write(pending)
         async for chunk in chunks:
             resp.write(chunk)
