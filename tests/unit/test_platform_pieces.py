@@ -72,6 +72,8 @@ def test_code_store_unpacks_with_modes_and_symlinks(tmp_path):
                              "lib/link": (b"a.txt", 0o120777)}))
     assert os.access(os.path.join(stored.task_root, "bootstrap"), os.X_OK)
     assert not os.access(os.path.join(stored.task_root, "lib/a.txt"), os.X_OK)
+    for path in (stored.task_root, os.path.join(stored.task_root, "lib"), os.path.join(stored.task_root, "bootstrap")):
+        assert os.stat(path).st_mode & 0o222 == 0  # read-only, like Lambda's /var/task
     with open(os.path.join(stored.task_root, "lib/link")) as f:
         assert f.read() == "a"
     assert store.put(store.read_zip(stored.sha_hex)).task_root == stored.task_root

@@ -62,6 +62,7 @@ class CodeStore:
         staging = tempfile.mkdtemp(dir=self.root, prefix=".unpack-")
         try:
             _extract(archive, infos, staging)
+            _read_only(staging)
             final_dir = os.path.join(self.root, sha_hex)
             os.makedirs(final_dir, exist_ok=True)
             with open(self.zip_path(sha_hex), "wb") as f:
@@ -81,6 +82,20 @@ class CodeStore:
                 return f.read()
         except OSError:
             return None
+
+
+def _read_only(root: str) -> None:
+    """Lambda's task root is read-only; so is the unpacked code, shared by every environment."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) & ~0o222)
+        for name in dirnames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o555)
+    os.chmod(root, 0o555)
 
 
 def _safe_relpath(name: str) -> str:
