@@ -91,6 +91,13 @@ class Invocation:
             if self.on_outcome is not None:
                 self.on_outcome(outcome)
 
+    def fail(self, error: BaseException) -> None:
+        """The platform could not run the invocation: whoever awaits its outcome gets the error."""
+        if not self.outcome.done():
+            self.outcome.set_exception(error)
+            self.outcome.exception()  # retrieved: an unawaited failure must not warn
+        self.finish()
+
     def finish(self) -> None:
         if not self.done.done():
             self.done.set_result(None)

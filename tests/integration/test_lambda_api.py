@@ -113,6 +113,10 @@ def test_list_functions_pages_with_marker(server):
     ({"Environment": {"Variables": {"AWS_REGION": "x"}}}, "InvalidParameterValueException"),
     ({"Environment": {"Variables": {"1BAD": "x"}}}, "InvalidParameterValueException"),
     ({"Code": {"ZipFile": b"not a zip"}}, "InvalidParameterValueException"),
+    ({"LoggingConfig": {"LogFormat": "XML"}}, "InvalidParameterValueException"),
+    ({"TracingConfig": {"Mode": "Sometimes"}}, "InvalidParameterValueException"),
+    ({"EphemeralStorage": {"Size": 1}}, "InvalidParameterValueException"),
+    ({"Description": 7}, "InvalidParameterValueException"),
 ])
 def test_create_function_rejects_bad_input(server, kwargs, code):
     args = {"FunctionName": unique_name("bad"), "Runtime": "provided.al2023", "Role": "arn:aws:iam::0:role/x",
@@ -120,6 +124,25 @@ def test_create_function_rejects_bad_input(server, kwargs, code):
     with pytest.raises(ClientError) as exc:
         server.client("lambda", validate=False).create_function(**args)
     assert error_code(exc.value) == (code, 400)
+
+
+def test_update_configuration_validates_and_keeps_the_function_usable(server):
+    name = unique_name("upd")
+    create_function(server, name, make_zip({"bootstrap": sb.EVENT_LOOP}))
+    raw = server.client("lambda", validate=False)
+    for bad in ({"EphemeralStorage": {"Size": "x"}}, {"Environment": {"Variables": {"AB": 1}}}):
+        with pytest.raises(ClientError) as exc:
+            raw.update_function_configuration(FunctionName=name, **bad)
+        assert error_code(exc.value) == ("InvalidParameterValueException", 400)
+    for bad in ({"LoggingConfig": -1}, {"Environment": []}, {"TracingConfig": None, "Description": 0}):
+        req = urllib.request.Request(f"{server.endpoint}/2015-03-31/functions/{name}/configuration",
+                                     data=json.dumps(bad).encode(), method="PUT")
+        with pytest.raises(urllib.error.HTTPError) as http_exc:
+            urllib.request.urlopen(req)
+        assert http_exc.value.code == 400
+    cfg = raw.update_function_configuration(FunctionName=name, LoggingConfig={"LogFormat": "JSON"})
+    assert cfg["LoggingConfig"] == {"LogFormat": "JSON", "LogGroup": f"/aws/lambda/{name}"}
+    assert server.lambda_client.invoke(FunctionName=name, Payload=b"{}")["StatusCode"] == 200
 
 
 @pytest.mark.parametrize("entry", ["../evil", "a/../../evil", "/abs/evil"])

@@ -49,6 +49,30 @@ def parse_function_name(raw: str) -> tuple[str, str | None]:
     return name, qualifier or None
 
 
+_LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
+
+
+def _check_object(cfg: dict[str, Any], key: str, fields: dict[str, Any]) -> None:
+    """A nested setting must be an object whose known fields hold allowed values."""
+    value = cfg.get(key)
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise invalid(f"{key} must be an object.")
+    for name, allowed in fields.items():
+        if name not in value:
+            continue
+        item = value[name]
+        if allowed is str:
+            ok = isinstance(item, str)
+        elif isinstance(allowed, range):
+            ok = isinstance(item, int) and not isinstance(item, bool) and item in allowed
+        else:
+            ok = item in allowed
+        if not ok:
+            raise invalid(f"Value {item!r} at '{key}.{name}' failed to satisfy constraint.")
+
+
 class FunctionManager:
     """The function registry as the Lambda API sees it."""
 
@@ -131,8 +155,10 @@ class FunctionManager:
         if not isinstance(memory, int) or isinstance(memory, bool) or not 128 <= memory <= 10240:
             raise invalid(f"Value {memory} at 'memorySize' failed to satisfy constraint: Member must have value "
                           "less than or equal to 10240 and greater than or equal to 128")
-        env = cfg.get("Environment") or {}
-        variables = env.get("Variables") or {} if isinstance(env, dict) else None
+        env = cfg.get("Environment")
+        if env is not None and not isinstance(env, dict):
+            raise invalid("Environment must be an object with a Variables map.")
+        variables = (env or {}).get("Variables") or {}
         if not isinstance(variables, dict) or not all(isinstance(v, str) for v in variables.values()):
             raise invalid("Environment.Variables must be a map of strings to strings.")
         for key in variables:
@@ -154,6 +180,14 @@ class FunctionManager:
             raise invalid("Architectures must be ['x86_64'] or ['arm64'].")
         if not isinstance(cfg.get("Role", ""), str):
             raise invalid("Role must be a string.")
+        description = cfg.get("Description", "")
+        if not isinstance(description, str) or len(description) > 256:
+            raise invalid("Description must be a string of at most 256 characters.")
+        _check_object(cfg, "TracingConfig", {"Mode": ("Active", "PassThrough")})
+        _check_object(cfg, "LoggingConfig", {"LogFormat": ("Text", "JSON"),
+                                             "ApplicationLogLevel": _LOG_LEVELS, "SystemLogLevel": _LOG_LEVELS,
+                                             "LogGroup": str})
+        _check_object(cfg, "EphemeralStorage", {"Size": range(512, 10241)})
 
     # -- operations
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -222,8 +256,10 @@ class FunctionManager:
         self._check_revision(rec, body)
         cfg = dict(rec.config)
         for key in CONFIG_FIELDS:
-            if key in body and key != "Layers":
+            if body.get(key) is not None and key != "Layers":
                 cfg[key] = body[key]
+        if isinstance(body.get("LoggingConfig"), dict):
+            cfg["LoggingConfig"] = {**(rec.config.get("LoggingConfig") or {}), **body["LoggingConfig"]}
         if body.get("Layers"):
             raise invalid("Layers are not supported by lambdalet yet.")
         self._validate(cfg)

@@ -85,7 +85,7 @@ class FunctionSpec:
             env.setdefault("HOME", os.environ["HOME"])
         env.update({
             "AWS_LAMBDA_RUNTIME_API": runtime_api,
-            "_HANDLER": self.handler,
+            "_HANDLER": self.handler or "",
             "LAMBDA_TASK_ROOT": self.task_root,
             "LAMBDA_RUNTIME_DIR": self.runtime_dir(),
             "AWS_LAMBDA_FUNCTION_NAME": self.name,
