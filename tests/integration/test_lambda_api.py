@@ -326,3 +326,11 @@ done
     assert doc["errorType"] == "Function.ResponseSizeTooLarge"
     assert "exceeded maximum allowed payload size (6291556 bytes)" in doc["errorMessage"]
     wait_for_log(server, name, lambda m: any("RequestEntityTooLarge" in x or x.endswith("413") for x in m))
+
+
+def test_provided_function_without_a_handler(server):
+    name = unique_name("nohandler")
+    server.lambda_client.create_function(FunctionName=name, Runtime="provided.al2023", Role="arn:aws:iam::0:role/x",
+                                         Code={"ZipFile": make_zip({"bootstrap": ECHO_HEADERS})})
+    doc = json.loads(server.lambda_client.invoke(FunctionName=name, Payload=b"{}")["Payload"].read())
+    assert doc["handler"] == ""
