@@ -233,16 +233,10 @@ export class Runtime {
 
   async invokeStreaming(event, context) {
     const req = this.client.streamingRequest(context.awsRequestId);
-    const response = new Promise((resolve) => {
-      req.on("response", (res) => {
-        res.resume();
-        res.on("end", resolve);
-      });
-      req.on("error", (err) => {
-        this.logger.logError("Runtime Error", err, loggedErrorJson(err));
-        resolve();
-      });
-    });
+    const response = req.response.then(
+      () => {},
+      (err) => this.logger.logError("Runtime Error", err, loggedErrorJson(err)),
+    );
     const stream = createResponseStream(req, this.loaded.highWaterMark);
     this.current.stream = stream;
     this.current.response = response;

@@ -65,18 +65,17 @@ export function createResponseStream(req, highWaterMark) {
     typeof chunk === "function" || chunk === undefined || chunk === null ? end(chunk, ...rest) : end(asBytes(chunk), ...rest);
   stream.setContentType = (type) => {
     if (started) throw new InvalidStreamingOperation("Cannot set content-type, too late.");
-    req.setHeader("Content-Type", type);
+    req.setContentType(type);
   };
   /** End the POST with error trailers; false when the response already ended. */
   stream.fail = (doc) => {
     if (closed) return false;
     closed = true;
     started = true;
-    req.addTrailers({
+    req.end(undefined, {
       "Lambda-Runtime-Function-Error-Type": doc.errorType,
       "Lambda-Runtime-Function-Error-Body": Buffer.from(JSON.stringify(doc), "utf8").toString("base64"),
     });
-    req.end();
     return true;
   };
   return stream;
