@@ -6,15 +6,20 @@
    RIE + awslambdaric, side by side with RIE + lambdalet's runtime, and lambdalet's own server
    (`lambdalet serve`) + lambdalet's runtime when the server is available.
 
-awslambdaric and the RIE binary (shipped inside the aws-sam-cli wheel) are installed in a throwaway
-venv under /tmp (never a project dependency):
+3. Cold starts with and without the fork server (zygote): spawn -> first GET /next (exec'ing the
+   interpreter vs forking it from a zygote), and invoke latency of cold starts through two
+   `lambdalet serve` processes, one with LAMBDALET_FORK_SERVER=0, alternating.
 
-    python bench/bench_python_runtime.py [--python python3.12] [--startups 30] [--invokes 500]
+awslambdaric and the RIE binary (shipped inside the aws-sam-cli wheel) are installed in a throwaway
+venv under /tmp (never a project dependency); --cold-only runs part 3 alone, without them:
+
+    python bench/bench_python_runtime.py [--python python3.12] [--startups 30] [--invokes 500] [--cold 20]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import json
 import os
@@ -254,6 +259,136 @@ def start_lambdalet_serve(runtime: str, data_dir: str) -> tuple[subprocess.Popen
     return server, Invoker(port, "/2015-03-31/functions/bench/invocations")
 
 
+def fork_until_next(listener: socket.socket, rounds: int, runtime: str, task: Path,
+                    env: dict[str, str]) -> list[float]:
+    """Like spawn_until_next, but forking the runtime from lambdalet's fork server (a warm-up fork first)."""
+    from lambdalet.environment import zygote
+
+    spec = launch_spec(RuntimeContext(runtime=runtime, task_root=str(task), handler="app.handler", user_env={},
+                                      interpreters={}))
+    port = listener.getsockname()[1]
+    env = {**env, **spec.env, "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}"}
+
+    async def once(warm_up: bool = False) -> float:
+        start = time.perf_counter()
+        proc = await zygote.fork_process(spec.fork_server, spec.argv, cwd=str(task), env=env, emit=lambda _: None)
+        while proc is None and warm_up and time.perf_counter() - start < 10:  # the zygote is starting
+            await asyncio.sleep(0.01)
+            proc = await zygote.fork_process(spec.fork_server, spec.argv, cwd=str(task), env=env,
+                                             emit=lambda _: None)
+        assert proc is not None, "fork server unavailable"
+        conn, _ = listener.accept()
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(4096)
+        elapsed = time.perf_counter() - start
+        conn.close()
+        await proc.terminate(0.5)
+        return elapsed
+
+    async def all_rounds() -> list[float]:
+        try:
+            await once(warm_up=True)
+            return [await once() for _ in range(rounds)]
+        finally:
+            zygote.shutdown_all()
+
+    return asyncio.run(all_rounds())
+
+
+class ServedCold:
+    """A `lambdalet serve` with one python function; once() makes the next invoke cold and times it."""
+
+    def __init__(self, runtime: str, fork_server: bool) -> None:
+        self.data_dir = tempfile.mkdtemp(prefix="lambdalet-bench-cold-")
+        beside = Path(sys.executable).parent / "lambdalet"
+        exe = [str(beside)] if beside.exists() else [sys.executable, "-m", "lambdalet.cli"]
+        self.port = free_port()
+        env = {**os.environ, "LAMBDALET_FORK_SERVER": "1" if fork_server else "0"}
+        self.server = subprocess.Popen([*exe, "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                                        "--data-dir", self.data_dir], env=env,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        doc = {"FunctionName": "cold", "Runtime": runtime, "Handler": "app.handler",
+               "Role": "arn:aws:iam::123456789012:role/x", "Code": {"ZipFile": _b64(_zip({"app.py": APP}))}}
+        deadline = time.time() + 20
+        while True:
+            try:
+                self._call("POST", "/2015-03-31/functions", json.dumps(doc).encode())
+                break
+            except (OSError, http.client.HTTPException):
+                self.conn.close()
+                if time.time() > deadline or self.server.poll() is not None:
+                    self.close()
+                    raise
+                time.sleep(0.1)
+        self.count = 0
+        self._invoke()  # the first cold start is exec'd while the zygote starts: not timed
+        time.sleep(0.5)
+
+    def _call(self, method: str, path: str, body: bytes) -> bytes:
+        self.conn.request(method, path, body=body)
+        resp = self.conn.getresponse()
+        data = resp.read()
+        if resp.status >= 300:
+            raise http.client.HTTPException(f"{resp.status}: {data[:200]!r}")
+        return data
+
+    def _invoke(self) -> None:
+        body = self._call("POST", "/2015-03-31/functions/cold/invocations", EVENT)
+        assert b'"ok"' in body, body
+
+    def once(self) -> float:
+        self.count += 1
+        config = {"Environment": {"Variables": {"GEN": str(self.count)}}}
+        self._call("PUT", "/2015-03-31/functions/cold/configuration", json.dumps(config).encode())
+        time.sleep(0.05)  # let the previous environment's teardown (here or in the other server) finish
+        start = time.perf_counter()
+        self._invoke()
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        self.conn.close()
+        self.server.terminate()
+        self.server.wait()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def cold_starts(runtime: str, interpreter: str, rounds: int, results: dict[str, dict[str, float]]) -> None:
+    """Part 3: exec vs fork server, at the runtime (spawn -> first /next) and through `lambdalet serve`."""
+    task = Path(tempfile.mkdtemp(prefix="bench-task-"))
+    (task / "app.py").write_text(APP)
+    env = base_env(task)
+    argv, spec_env = lambdalet_argv(runtime)
+    print(f"interpreter {interpreter}; spawn -> first GET /next, exec vs fork server ({rounds} starts each)")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        execs = [spawn_until_next(listener, argv, {**env, **spec_env}, str(task)) for _ in range(rounds)]
+        forks = fork_until_next(listener, rounds, runtime, task, env)
+    results["first_next_exec"] = summary("exec python", execs)
+    results["first_next_fork"] = summary("fork from zygote", forks)
+    print(f"cold start through lambdalet serve (config change + invoke, caller's view), {rounds} each, alternating")
+    servers = {"serve_cold_exec": ServedCold(runtime, False), "serve_cold_fork": ServedCold(runtime, True)}
+    try:
+        times: dict[str, list[float]] = {name: [] for name in servers}
+        for _ in range(rounds):
+            for name, served in servers.items():
+                times[name].append(served.once())
+    finally:
+        for served in servers.values():
+            served.close()
+    results["serve_cold_exec"] = summary("lambdalet serve, exec (LAMBDALET_FORK_SERVER=0)", times["serve_cold_exec"])
+    results["serve_cold_fork"] = summary("lambdalet serve, fork server", times["serve_cold_fork"])
+    shutil.rmtree(task, ignore_errors=True)
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
+
+
 def _zip(files: dict[str, str]) -> bytes:
     import io
 
@@ -276,9 +411,17 @@ def main() -> None:
     parser.add_argument("--runtime", default="python3.12")
     parser.add_argument("--startups", type=int, default=30)
     parser.add_argument("--invokes", type=int, default=500)
+    parser.add_argument("--cold", type=int, default=20, help="cold starts per variant in part 3")
+    parser.add_argument("--cold-only", action="store_true", help="only part 3 (no awslambdaric/RIE needed)")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args()
     interpreter = find_interpreter(args.runtime) or os.path.realpath(sys.executable)
+    if args.cold_only:
+        results: dict[str, dict[str, float]] = {}
+        cold_starts(args.runtime, interpreter, args.cold, results)
+        if args.json:
+            print(json.dumps(results, indent=2))
+        return
     WORK.mkdir(parents=True, exist_ok=True)
     ric_python, rie = prepare_tools(interpreter)
     task = Path(tempfile.mkdtemp(prefix="bench-task-"))
@@ -355,6 +498,8 @@ def main() -> None:
         print(f"warm p50, lambdalet serve + runtime / RIE + awslambdaric = {served_ratio:.2f}")
     loop_ratio = results["loop_lambdalet"]["p50"] / results["loop_awslambdaric"]["p50"]
     print(f"runtime loop p50, lambdalet / awslambdaric = {loop_ratio:.2f}")
+    if args.cold:
+        cold_starts(args.runtime, interpreter, args.cold, results)
     if args.json:
         print(json.dumps(results, indent=2))
     shutil.rmtree(task, ignore_errors=True)

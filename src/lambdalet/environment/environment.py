@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from lambdalet.environment import platform_log
+from lambdalet.environment import platform_log, zygote
 from lambdalet.environment.process import BootstrapProcess, exit_reason
 from lambdalet.environment.sandbox import MemoryCgroup
 from lambdalet.environment.spec import INIT_TIMEOUT_S, FunctionSpec, LogSink
@@ -210,11 +210,18 @@ class ExecutionEnvironment:
             argv = launch.argv
             env.update(launch.env)
             telemetry = launch.telemetry_fd
-        try:
-            self.process = BootstrapProcess.spawn(
-                argv, executable=executable, cwd=self.spec.task_root, env=env, emit=self.emit,
+        self.process = None
+        if launch is not None and launch.fork_server and "AWS_LAMBDA_EXEC_WRAPPER" not in env:
+            self.process = await zygote.fork_process(  # the wrapper must exec: no fork for it
+                launch.fork_server, argv, cwd=self.spec.task_root, env=env, emit=self.emit,
                 telemetry_fd=telemetry,
             )
+        try:
+            if self.process is None:
+                self.process = BootstrapProcess.spawn(
+                    argv, executable=executable, cwd=self.spec.task_root, env=env, emit=self.emit,
+                    telemetry_fd=telemetry,
+                )
         except OSError as exc:
             return InitFailure("error", "Runtime.InvalidEntrypoint",
                                f"fork/exec {argv[0]}: {(exc.strerror or str(exc)).lower()}", retry=False)

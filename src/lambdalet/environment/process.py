@@ -238,6 +238,23 @@ class BootstrapProcess:
         return self.peak_rss
 
 
+class ForkedProcess(BootstrapProcess):
+    """A bootstrap forked by a fork server (environment/zygote.py), which is its parent: the exit status
+    comes from that server through report_exit() instead of being reaped here."""
+
+    @classmethod
+    def adopt(cls, pid: int, out_r: int, frame_r: int | None, emit: Callable[[str], None]) -> ForkedProcess:
+        """Watch the forked pid whose stdout+stderr pipe is out_r (and framed-log pipe frame_r, if any)."""
+        frames = _FrameReader(frame_r, emit) if frame_r is not None else None
+        return cls(pid, _LineReader(out_r, emit), frames)
+
+    def _watch(self) -> None:
+        pass
+
+    def report_exit(self, returncode: int) -> None:
+        self._exited(returncode)
+
+
 def _tree(root: int) -> list[int]:
     pids = [root]
     i = 0

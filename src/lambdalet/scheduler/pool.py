@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from lambdalet.environment import EnvState, ExecutionEnvironment, FunctionSpec, LogSink
+from lambdalet.environment import EnvState, ExecutionEnvironment, FunctionSpec, LogSink, zygote
 from lambdalet.environment.sandbox import HIERARCHY
 from lambdalet.invocation import Invocation
 
@@ -155,7 +155,7 @@ class Scheduler:
         env = self.acquire(name)
         pool = self.pools[name]
         task = self._spawn_task(env.invoke(inv, env.dispatch_warm(inv)))
-        task.add_done_callback(lambda t, p=pool, e=env: self._after_invoke(p, e, t))
+        task.add_done_callback(lambda t, p=pool, e=env: self._after_invoke(p, e, inv, t))
         return env
 
     async def invoke(self, name: str, inv: Invocation) -> ExecutionEnvironment:
@@ -167,10 +167,17 @@ class Scheduler:
                 await asyncio.wait_for(pool.idle.wait(), FINISHING_GRACE_S)
         return self.start(name, inv)
 
-    def _after_invoke(self, pool: FunctionPool, env: ExecutionEnvironment, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("invocation failed in environment %s", env.id, exc_info=task.exception())
-        if env.retired and env.state is not EnvState.BUSY:
+    def _after_invoke(self, pool: FunctionPool, env: ExecutionEnvironment, inv: Invocation,
+                      task: asyncio.Task[None]) -> None:
+        error = None if task.cancelled() else task.exception()
+        if error is not None or task.cancelled():
+            # A platform fault, not the function's: the caller gets a ServiceException, never silence,
+            # and the environment is replaced.
+            log.error("invocation failed in environment %s", env.id, exc_info=error)
+            inv.fail(error or RuntimeError("invocation cancelled"))
+            env.retired = True
+            self._spawn_task(self._stop(pool, env))
+        elif env.retired and env.state is not EnvState.BUSY:
             self._spawn_task(self._stop(pool, env))
 
     def start_reaper(self) -> None:
@@ -199,6 +206,7 @@ class Scheduler:
             for env in pool.envs:
                 env.kill_now()
             pool.envs.clear()
+        zygote.shutdown_all()
         for task in list(self._tasks):
             task.cancel()
         HIERARCHY.remove()

@@ -26,12 +26,15 @@ class LaunchSpec:
     telemetry_fd asks the environment to pass a log pipe as _LAMBDA_TELEMETRY_LOG_FD
     (AWS's framed log protocol) so that a multi-line record stays one log event.
     warnings are written to the function's log stream when the process starts.
+    fork_server, when set, is the command of a fork server that can start argv by forking instead
+    (see environment/zygote.py): the same argv with its last argument the server's mode flag.
     """
 
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     telemetry_fd: bool = False
     warnings: list[str] = field(default_factory=list)
+    fork_server: list[str] | None = None
 
 
 @dataclass

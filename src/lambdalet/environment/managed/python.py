@@ -20,6 +20,7 @@ SUPPORTED: frozenset[str] = frozenset(f"python3.{minor}" for minor in range(9, 1
 PYTHON_FLAGS = ("-s", "-u")
 RUNTIME_DIR = Path(__file__).resolve().parents[2] / "runtimes" / "python"
 BOOTSTRAP = RUNTIME_DIR / "bootstrap.py"
+FORK_SERVER_FLAG = "--fork-server"  # bootstrap.py's fork-server mode (environment/zygote.py)
 # Read (and removed) by runtimes/python/bootstrap.py.
 HOST_SITE_ENV = "_LAMBDALET_HOST_SITE_PACKAGES"
 
@@ -46,6 +47,7 @@ def launch_spec(ctx: RuntimeContext) -> LaunchSpec:
         env=env,
         telemetry_fd=True,
         warnings=warnings,
+        fork_server=[interpreter, *PYTHON_FLAGS, str(BOOTSTRAP), FORK_SERVER_FLAG],
     )
 
 

@@ -1,5 +1,8 @@
 """Entry point of lambdalet's Python runtime: `python -s -u bootstrap.py <handler>`.
 
+`python -s -u bootstrap.py --fork-server` is the fork server (lambdalet_runtime.fork_server): the
+same start-up with the runtime imported, whose forked children carry on into the same main().
+
 Runs inside the function's environment with cwd = the task root. Honours AWS_LAMBDA_EXEC_WRAPPER
 the way AWS's managed-runtime bootstraps do, lays out sys.path (task root, layers, the
 interpreter's own paths, then the host's site-packages) and starts the runtime loop.
@@ -61,12 +64,17 @@ def arrange_sys_path(runtime_dir: str) -> None:
     sys.path[:] = result
 
 
-def main() -> None:
-    exec_wrapper_if_any()
-    handler = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("_HANDLER", "")
+def _runtime_dir() -> str:
     runtime_dir = os.path.dirname(os.path.abspath(__file__))
     if runtime_dir not in sys.path:  # e.g. PYTHONSAFEPATH keeps the script's directory off sys.path
         sys.path.insert(0, runtime_dir)
+    return runtime_dir
+
+
+def main() -> None:
+    exec_wrapper_if_any()
+    handler = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("_HANDLER", "")
+    runtime_dir = _runtime_dir()
     # Import the whole runtime before the task root goes on sys.path, so user modules can't shadow it.
     from lambdalet_runtime.invoke_loop import run
 
@@ -74,5 +82,18 @@ def main() -> None:
     run(handler)
 
 
+def fork_server() -> None:
+    """Serve fork requests; returns only in a forked child, ready for main()."""
+    _runtime_dir()
+    import lambdalet_runtime.invoke_loop  # noqa: F401  (what main() imports, done once here)
+
+    keep = set(sys.modules)
+    from lambdalet_runtime.fork_server import serve
+
+    serve(keep)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--fork-server"]:
+        fork_server()
     main()
