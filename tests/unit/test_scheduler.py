@@ -1,0 +1,80 @@
+"""The scheduler with real environments (a bash bootstrap on a real Runtime API socket)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from lambdalet.environment import EnvState, ExecutionEnvironment, FunctionSpec
+from lambdalet.invocation import Invocation
+from lambdalet.scheduler.pool import Limits, Scheduler
+
+ECHO_BOOTSTRAP = """#!/bin/bash
+API="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime/invocation"
+while true; do
+  HEADERS=$(mktemp)
+  EVENT=$(curl -sS -D "$HEADERS" "$API/next")
+  ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
+  curl -sS -X POST "$API/$ID/response" -d "$EVENT" >/dev/null
+done
+"""
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def append(self, group: str, stream: str, message: str, ts_ms: int) -> None:
+        self.messages.append(message)
+
+
+def echo_spec(root: Path) -> FunctionSpec:
+    task = root / "task"
+    task.mkdir()
+    (task / "bootstrap").write_text(ECHO_BOOTSTRAP)
+    os.chmod(task / "bootstrap", 0o755)
+    return FunctionSpec(name="echo", arn="arn:aws:lambda:us-east-1:000000000000:function:echo",
+                        runtime="provided.al2023", handler="x", memory_mb=128, timeout_s=3, task_root=str(task),
+                        opt_dir=str(root / "opt"), region="us-east-1", revision_id="r1", memory_limit=False)
+
+
+def test_a_platform_fault_fails_the_caller_and_replaces_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        scheduler = Scheduler(Sink(), str(tmp_path / "tmp"), Limits())
+        scheduler.configure(echo_spec(tmp_path), None)
+        try:
+            first = Invocation(b'{"n":1}', "arn")
+            env = await scheduler.invoke("echo", first)
+            assert (await asyncio.wait_for(first.outcome, 10)).payload == b'{"n":1}'
+            pid = env.process.pid
+
+            real_invoke = ExecutionEnvironment.invoke
+
+            async def broken(self: ExecutionEnvironment, inv: Invocation, dispatched: object = None) -> None:
+                raise RuntimeError("platform bug")
+
+            monkeypatch.setattr(ExecutionEnvironment, "invoke", broken)
+            second = Invocation(b'{"n":2}', "arn")
+            assert await scheduler.invoke("echo", second) is env
+            with pytest.raises(RuntimeError, match="platform bug"):
+                await asyncio.wait_for(second.outcome, 5)
+            for _ in range(100):  # the faulty environment is stopped and dropped
+                if env not in scheduler.pools["echo"].envs:
+                    break
+                await asyncio.sleep(0.05)
+            assert env.retired and env not in scheduler.pools["echo"].envs
+            assert env.state is EnvState.STOPPED and not os.path.exists(f"/proc/{pid}")
+
+            monkeypatch.setattr(ExecutionEnvironment, "invoke", real_invoke)
+            third = Invocation(b'{"n":3}', "arn")
+            replacement = await scheduler.invoke("echo", third)
+            assert replacement is not env
+            assert (await asyncio.wait_for(third.outcome, 10)).payload == b'{"n":3}'
+        finally:
+            scheduler.shutdown()
+
+    asyncio.run(scenario())
