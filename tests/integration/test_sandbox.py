@@ -48,3 +48,29 @@ def test_memory_over_the_limit_is_out_of_memory(server):
     assert "Max Memory Used: 1" in report  # about the 128 MB limit
     again = server.lambda_client.invoke(FunctionName=name, Payload=b"16")  # restarted, healthy
     assert json.loads(again["Payload"].read()) == 16 * 1024 * 1024
+
+
+CGROUP_PROBE = """import os
+with open("/proc/self/cgroup") as f:
+    AT_IMPORT = [line.strip() for line in f if ":memory:" in line]
+def handler(event, context):
+    return {"at_import": AT_IMPORT, "pid": os.getpid(),
+            "leaked": sorted(k for k in os.environ if k.startswith("_LAMBDALET"))}
+"""
+
+
+def test_python_functions_are_in_their_memory_cgroup_before_user_code_runs(server):
+    name = unique_name("cgpy")
+    create_function(server, name, make_zip({"app.py": CGROUP_PROBE}), runtime="python3.12", handler="app.handler")
+    for generation in range(3):  # the first cold start is exec'd, the next ones forked from the fork server
+        if generation:
+            server.lambda_client.update_function_configuration(
+                FunctionName=name, Environment={"Variables": {"GEN": str(generation)}})
+        doc = json.loads(server.lambda_client.invoke(FunctionName=name, Payload=b"{}")["Payload"].read())
+        assert doc["leaked"] == []
+        if cgroups_writable():
+            (line,) = doc["at_import"]  # cgroup v1 (the only writable kind in cgroups_writable())
+            assert "/lambdalet-" in line, line  # the environment's cgroup, not the server's
+            env_cgroup = "/sys/fs/cgroup/memory" + line.split(":", 2)[2]
+            with open(os.path.join(env_cgroup, "cgroup.procs")) as f:
+                assert str(doc["pid"]) in f.read().split()

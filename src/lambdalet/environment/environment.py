@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 
 from lambdalet.environment import platform_log, zygote
 from lambdalet.environment.process import BootstrapProcess, exit_reason
-from lambdalet.environment.sandbox import MemoryCgroup
+from lambdalet.environment.sandbox import CGROUP_JOIN_ENV, MemoryCgroup
 from lambdalet.environment.spec import INIT_TIMEOUT_S, FunctionSpec, LogSink
 from lambdalet.invocation import Invocation, Outcome, error_document
 from lambdalet.runtime_api import RuntimeApiServer, RuntimeSession
@@ -80,6 +80,7 @@ class ExecutionEnvironment:
         self._recent: deque[str] = deque(maxlen=64)  # lines since the last invoke, for LogType=Tail
         self.on_idle: Callable[[], None] | None = None  # told when the environment can take work again
         self.cgroup: MemoryCgroup | None = None
+        self._cgroup_delegated = False  # the runtime moves itself into self.cgroup (LaunchSpec.joins_cgroup)
 
     # ---------------------------------------------------------------- logs
     def _platform(self, line: str) -> None:
@@ -155,6 +156,8 @@ class ExecutionEnvironment:
         done, _ = await asyncio.wait({self._ready, proc.exited}, timeout=budget,
                                      return_when=asyncio.FIRST_COMPLETED)
         if self._ready.done() and proc.alive:
+            if self.cgroup is not None and self._cgroup_delegated and not self.cgroup.holds(proc.pid):
+                self.cgroup.add(proc.pid)  # the runtime could not move itself in
             proc.sample_memory()
             return None
         if not done:  # timed out
@@ -210,6 +213,10 @@ class ExecutionEnvironment:
             argv = launch.argv
             env.update(launch.env)
             telemetry = launch.telemetry_fd
+        join_path = self.cgroup.self_join_path if self.cgroup is not None else None
+        self._cgroup_delegated = bool(launch is not None and launch.joins_cgroup and join_path)
+        if self._cgroup_delegated:
+            env[CGROUP_JOIN_ENV] = join_path
         self.process = None
         if launch is not None and launch.fork_server and "AWS_LAMBDA_EXEC_WRAPPER" not in env:
             self.process = await zygote.fork_process(  # the wrapper must exec: no fork for it
@@ -225,7 +232,7 @@ class ExecutionEnvironment:
         except OSError as exc:
             return InitFailure("error", "Runtime.InvalidEntrypoint",
                                f"fork/exec {argv[0]}: {(exc.strerror or str(exc)).lower()}", retry=False)
-        if self.cgroup is not None:
+        if self.cgroup is not None and not self._cgroup_delegated:
             self.cgroup.add(self.process.pid)
         return None
 

@@ -76,6 +76,7 @@ class Scheduler:
         self.pools: dict[str, FunctionPool] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
+        self._closed = False
 
     @property
     def environment_count(self) -> int:
@@ -170,7 +171,9 @@ class Scheduler:
     def _after_invoke(self, pool: FunctionPool, env: ExecutionEnvironment, inv: Invocation,
                       task: asyncio.Task[None]) -> None:
         error = None if task.cancelled() else task.exception()
-        if error is not None or task.cancelled():
+        if self._closed:  # shutting down: every environment is already ended
+            inv.fail(error or RuntimeError("server shutting down"))
+        elif error is not None or task.cancelled():
             # A platform fault, not the function's: the caller gets a ServiceException, never silence,
             # and the environment is replaced.
             log.error("invocation failed in environment %s", env.id, exc_info=error)
@@ -200,6 +203,7 @@ class Scheduler:
 
     def shutdown(self) -> None:
         """End every environment's process tree now (no orphans)."""
+        self._closed = True
         if self._reaper is not None:
             self._reaper.cancel()
         for pool in self.pools.values():

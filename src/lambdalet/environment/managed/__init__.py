@@ -28,6 +28,8 @@ class LaunchSpec:
     warnings are written to the function's log stream when the process starts.
     fork_server, when set, is the command of a fork server that can start argv by forking instead
     (see environment/zygote.py): the same argv with its last argument the server's mode flag.
+    joins_cgroup: the runtime, while still single-threaded, moves itself into its memory cgroup by
+    writing "0" to the file named by $_LAMBDALET_CGROUP_TASKS (removing the variable) when it is set.
     """
 
     argv: list[str]
@@ -35,6 +37,7 @@ class LaunchSpec:
     telemetry_fd: bool = False
     warnings: list[str] = field(default_factory=list)
     fork_server: list[str] | None = None
+    joins_cgroup: bool = False
 
 
 @dataclass

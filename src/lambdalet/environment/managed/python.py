@@ -48,6 +48,7 @@ def launch_spec(ctx: RuntimeContext) -> LaunchSpec:
         telemetry_fd=True,
         warnings=warnings,
         fork_server=[interpreter, *PYTHON_FLAGS, str(BOOTSTRAP), FORK_SERVER_FLAG],
+        joins_cgroup=True,
     )
 
 

@@ -16,6 +16,7 @@ import sys
 _WRAPPED_MARK = "_LAMBDALET_EXEC_WRAPPED"
 _HOST_SITE_ENV = "_LAMBDALET_HOST_SITE_PACKAGES"
 _OPT_DIR_ENV = "_LAMBDALET_OPT_DIR"
+_CGROUP_JOIN_ENV = "_LAMBDALET_CGROUP_TASKS"
 
 
 def _say(text: str) -> None:
@@ -71,7 +72,20 @@ def _runtime_dir() -> str:
     return runtime_dir
 
 
+def join_memory_cgroup() -> None:
+    """Move this (still single-threaded) process into the environment's memory cgroup, if asked:
+    moving oneself is ~0.1 ms where the server moving us would wait for an RCU grace period."""
+    path = os.environ.pop(_CGROUP_JOIN_ENV, None)
+    if path:
+        try:
+            with open(path, "w") as tasks:
+                tasks.write("0")
+        except OSError:
+            pass  # the server sees it and moves the process itself
+
+
 def main() -> None:
+    join_memory_cgroup()
     exec_wrapper_if_any()
     handler = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("_HANDLER", "")
     runtime_dir = _runtime_dir()
