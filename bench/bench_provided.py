@@ -107,6 +107,38 @@ def measure(api: Api, name: str, warm: int, cold: int) -> dict[str, float]:
             "cold_p50": pct(colds, 50) if colds else 0.0}
 
 
+def warm_during_cold_starts(port: int, warm: int) -> dict[str, float]:
+    """Warm invokes of py-loop while another client keeps cold-starting a second function: whatever
+    a cold start does on the server's event loop shows up here as latency of unrelated invokes."""
+    import threading
+
+    stop = threading.Event()
+    colds = 0
+
+    def cold_starter() -> None:
+        nonlocal colds
+        other = Api(port)
+        other.create("churn", PYTHON_LOOP)
+        while not stop.is_set():
+            other.touch("churn", colds)
+            other.invoke("churn")
+            colds += 1
+
+    api = Api(port)
+    thread = threading.Thread(target=cold_starter, daemon=True)
+    thread.start()
+    times = []
+    try:
+        for _ in range(warm):
+            t = time.perf_counter()
+            api.invoke("py-loop")
+            times.append((time.perf_counter() - t) * 1000)
+    finally:
+        stop.set()
+        thread.join()
+    return {"p50": pct(times, 50), "p99": pct(times, 99), "max": max(times), "colds": colds}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--warm", type=int, default=500)
@@ -135,6 +167,9 @@ def main() -> None:
             r = measure(api, name, args.warm if name == "py-loop" else args.warm // 5, args.cold)
             print(f"{name:<12} {r['warm_p50']:>10.3f} {r['warm_p99']:>10.3f} {r['warm_mean']:>10.3f} "
                   f"{r['cold_p50']:>10.2f}")
+        r = warm_during_cold_starts(port, args.warm)
+        print(f"py-loop warm while another function cold-starts ({r['colds']} cold starts): p50 {r['p50']:.3f} "
+              f"p99 {r['p99']:.3f} max {r['max']:.2f} ms")
     finally:
         server.terminate()
         server.wait()

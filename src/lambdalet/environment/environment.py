@@ -153,11 +153,18 @@ class ExecutionEnvironment:
             return failure
         assert self.process is not None and self._ready is not None
         proc = self.process
+        joined = None
+        if self.cgroup is not None and not self._cgroup_delegated:
+            # Moving another process in waits for an RCU grace period (~5-10 ms): done in a thread, so
+            # the event loop (every other invocation) does not wait for it too.
+            joined = asyncio.get_running_loop().run_in_executor(None, self.cgroup.add, proc.pid)
         done, _ = await asyncio.wait({self._ready, proc.exited}, timeout=budget,
                                      return_when=asyncio.FIRST_COMPLETED)
         if self._ready.done() and proc.alive:
-            if self.cgroup is not None and self._cgroup_delegated and not self.cgroup.holds(proc.pid):
-                self.cgroup.add(proc.pid)  # the runtime could not move itself in
+            if joined is not None:
+                await joined  # no invoke runs outside the cgroup
+            elif self.cgroup is not None and not self.cgroup.holds(proc.pid):
+                await asyncio.get_running_loop().run_in_executor(None, self.cgroup.add, proc.pid)
             proc.sample_memory()
             return None
         if not done:  # timed out
@@ -232,8 +239,6 @@ class ExecutionEnvironment:
         except OSError as exc:
             return InitFailure("error", "Runtime.InvalidEntrypoint",
                                f"fork/exec {argv[0]}: {(exc.strerror or str(exc)).lower()}", retry=False)
-        if self.cgroup is not None and not self._cgroup_delegated:
-            self.cgroup.add(self.process.pid)
         return None
 
     async def _end_process(self, grace: float = 2.0) -> None:
