@@ -3,7 +3,8 @@
     python bench/bench_provided.py [--warm 500] [--cold 10]
 
 Two bootstraps: a keep-alive Python loop (measures the platform: invoke -> /next -> /response ->
-caller) and the spec's bash+curl loop (what a shell bootstrap costs). The client is a keep-alive
+caller) and the spec's bash+curl loop (what a shell bootstrap costs). Last, warm latency of the Python
+loop while another function keeps cold-starting (what a cold start costs everyone else). The client is a keep-alive
 http.client connection to the Invoke API, so client overhead stays out of the figures.
 """
 
