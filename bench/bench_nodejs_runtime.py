@@ -15,21 +15,18 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import io
 import json
 import os
 import select
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
-from first_next import spawn_until_next
+from common import free_port, spawn_until_next, summary, zip_files
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -171,11 +168,6 @@ def runtime_loop(argv: list[str], env: dict[str, str], task: Path, count: int) -
     return times
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def post(conn: http.client.HTTPConnection, path: str, body: bytes) -> tuple[int, bytes]:
     conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
@@ -208,13 +200,6 @@ def warm_latencies(port: int, path: str, count: int) -> list[float]:
     return times
 
 
-def _zip(files: dict[str, str]) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as zf:
-        for name, text in files.items():
-            zf.writestr(name, text)
-    return out.getvalue()
-
 
 def lambdalet_serve(runtime: str, count: int, colds: int) -> tuple[list[float], list[float]] | None:
     """(cold first-invoke latencies, warm latencies) through `lambdalet serve` (plain HTTP)."""
@@ -236,7 +221,7 @@ def lambdalet_serve(runtime: str, count: int, colds: int) -> tuple[list[float], 
                 if time.time() > deadline or server.poll() is not None:
                     return None
                 time.sleep(0.1)
-        code = _zip({"app.mjs": APP})
+        code = zip_files({"app.mjs": APP})
         cold = []
         for i in range(colds + 1):
             doc = {"FunctionName": f"bench{i}", "Runtime": runtime, "Handler": "app.handler",
@@ -268,12 +253,6 @@ def rie(argv: list[str], env: dict[str, str], task: Path, count: int) -> list[fl
         proc.terminate()
         proc.wait()
 
-
-def summary(name: str, seconds: list[float]) -> dict[str, float]:
-    ms = sorted(t * 1000 for t in seconds)
-    row = {"p50": statistics.median(ms), "p90": ms[max(int(len(ms) * 0.9) - 1, 0)], "min": ms[0]}
-    print(f"  {name:<46} p50 {row['p50']:7.2f} ms   p90 {row['p90']:7.2f} ms   min {row['min']:7.2f} ms")
-    return row
 
 
 def main() -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import io
 import json
 import os
 import shutil
@@ -22,12 +21,13 @@ import sys
 import tempfile
 import time
 import urllib.request
-import zipfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 
 from spec_bootstraps import EVENT_LOOP  # noqa: E402
+
+from common import zip_files  # noqa: E402
 
 PYTHON_LOOP = f"""#!{os.path.realpath(sys.executable)} -S
 import http.client, os
@@ -42,14 +42,6 @@ while True:
     conn.getresponse().read()
 """
 
-
-def make_zip(bootstrap: str) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        info = zipfile.ZipInfo("bootstrap")
-        info.external_attr = 0o100755 << 16
-        zf.writestr(info, bootstrap)
-    return buf.getvalue()
 
 
 class Api:
@@ -72,7 +64,7 @@ class Api:
         import base64
 
         doc = {"FunctionName": name, "Runtime": "provided.al2023", "Handler": "x", "Role": "r",
-               "Code": {"ZipFile": base64.b64encode(make_zip(bootstrap)).decode()}}
+               "Code": {"ZipFile": base64.b64encode(zip_files({"bootstrap": bootstrap}, ("bootstrap",))).decode()}}
         self.call("POST", "/2015-03-31/functions", json.dumps(doc).encode())
 
     def invoke(self, name: str, payload: bytes = b'{"k": "v"}') -> bytes:

@@ -6,8 +6,8 @@
    RIE + awslambdaric, side by side with RIE + lambdalet's runtime, and lambdalet's own server
    (`lambdalet serve`) + lambdalet's runtime when the server is available.
 
-3. Cold starts with and without the fork server (zygote): spawn -> first GET /next (exec'ing the
-   interpreter vs forking it from a zygote), and invoke latency of cold starts through two
+3. Cold starts with and without the fork server: spawn -> first GET /next (exec'ing the
+   interpreter vs forking it from a fork server), and invoke latency of cold starts through two
    `lambdalet serve` processes, one with LAMBDALET_FORK_SERVER=0, alternating.
 
 awslambdaric and the RIE binary (shipped inside the aws-sam-cli wheel) are installed in a throwaway
@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from first_next import spawn_until_next
+from common import free_port, spawn_until_next, summary, zip_files
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -174,11 +173,6 @@ class LoopHarness:
         self.proc.wait()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class Invoker:
     """Sequential synchronous invokes over one keep-alive HTTP connection; once() times one."""
@@ -248,7 +242,8 @@ def start_lambdalet_serve(runtime: str, data_dir: str) -> tuple[subprocess.Popen
     while True:
         try:
             client.create_function(FunctionName="bench", Runtime=runtime, Handler="app.handler",
-                                   Role="arn:aws:iam::123456789012:role/x", Code={"ZipFile": _zip({"app.py": APP})})
+                                   Role="arn:aws:iam::123456789012:role/x",
+                                   Code={"ZipFile": zip_files({"app.py": APP})})
             break
         except Exception:
             if time.time() > deadline or server.poll() is not None:
@@ -262,20 +257,22 @@ def start_lambdalet_serve(runtime: str, data_dir: str) -> tuple[subprocess.Popen
 def fork_until_next(listener: socket.socket, rounds: int, runtime: str, task: Path,
                     env: dict[str, str]) -> list[float]:
     """Like spawn_until_next, but forking the runtime from lambdalet's fork server (a warm-up fork first)."""
-    from lambdalet.environment import zygote
+    from lambdalet.environment import fork_servers
 
     spec = launch_spec(RuntimeContext(runtime=runtime, task_root=str(task), handler="app.handler", user_env={},
                                       interpreters={}))
     port = listener.getsockname()[1]
     env = {**env, **spec.env, "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}"}
 
+    def fork():
+        return fork_servers.fork_process(spec.fork_server, spec.argv, cwd=str(task), env=env, emit=lambda _: None)
+
     async def once(warm_up: bool = False) -> float:
         start = time.perf_counter()
-        proc = await zygote.fork_process(spec.fork_server, spec.argv, cwd=str(task), env=env, emit=lambda _: None)
-        while proc is None and warm_up and time.perf_counter() - start < 10:  # the zygote is starting
+        proc = await fork()
+        while proc is None and warm_up and time.perf_counter() - start < 10:  # the fork server is starting
             await asyncio.sleep(0.01)
-            proc = await zygote.fork_process(spec.fork_server, spec.argv, cwd=str(task), env=env,
-                                             emit=lambda _: None)
+            proc = await fork()
         assert proc is not None, "fork server unavailable"
         conn, _ = listener.accept()
         data = b""
@@ -291,7 +288,7 @@ def fork_until_next(listener: socket.socket, rounds: int, runtime: str, task: Pa
             await once(warm_up=True)
             return [await once() for _ in range(rounds)]
         finally:
-            zygote.shutdown_all()
+            fork_servers.shutdown_all()
 
     return asyncio.run(all_rounds())
 
@@ -310,7 +307,7 @@ class ServedCold:
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         doc = {"FunctionName": "cold", "Runtime": runtime, "Handler": "app.handler",
-               "Role": "arn:aws:iam::123456789012:role/x", "Code": {"ZipFile": _b64(_zip({"app.py": APP}))}}
+               "Role": "arn:aws:iam::123456789012:role/x", "Code": {"ZipFile": _b64(zip_files({"app.py": APP}))}}
         deadline = time.time() + 20
         while True:
             try:
@@ -323,7 +320,7 @@ class ServedCold:
                     raise
                 time.sleep(0.1)
         self.count = 0
-        self._invoke()  # the first cold start is exec'd while the zygote starts: not timed
+        self._invoke()  # the first cold start is exec'd while the fork server starts: not timed
         time.sleep(0.5)
 
     def _call(self, method: str, path: str, body: bytes) -> bytes:
@@ -367,7 +364,7 @@ def cold_starts(runtime: str, interpreter: str, rounds: int, results: dict[str, 
         execs = [spawn_until_next(listener, argv, {**env, **spec_env}, str(task)) for _ in range(rounds)]
         forks = fork_until_next(listener, rounds, runtime, task, env)
     results["first_next_exec"] = summary("exec python", execs)
-    results["first_next_fork"] = summary("fork from zygote", forks)
+    results["first_next_fork"] = summary("fork from the fork server", forks)
     print(f"cold start through lambdalet serve (config change + invoke, caller's view), {rounds} each, alternating")
     servers = {"serve_cold_exec": ServedCold(runtime, False), "serve_cold_fork": ServedCold(runtime, True)}
     try:
@@ -389,21 +386,6 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def _zip(files: dict[str, str]) -> bytes:
-    import io
-
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as zf:
-        for name, text in files.items():
-            zf.writestr(name, text)
-    return out.getvalue()
-
-
-def summary(name: str, seconds: list[float]) -> dict[str, float]:
-    ms = sorted(t * 1000 for t in seconds)
-    row = {"p50": statistics.median(ms), "p90": ms[int(len(ms) * 0.9) - 1], "min": ms[0]}
-    print(f"  {name:<40} p50 {row['p50']:7.2f} ms   p90 {row['p90']:7.2f} ms   min {row['min']:7.2f} ms")
-    return row
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Python functions forked from a fork server ("zygote") behave as exec'd ones, through `lambdalet serve`."""
+"""Python functions forked from a fork server behave as exec'd ones, through `lambdalet serve`."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def _deploy(server: Server, env: dict[str, str] | None = None, prefix: str = "zy
 
 
 def _warm_up(server: Server) -> None:
-    """The first cold start is exec'd while the zygote starts; wait until one is there."""
+    """The first cold start is exec'd while the fork server starts; wait until one is there."""
     _invoke(server, _deploy(server, prefix="warmup"))
     deadline = time.time() + 10
     while not _fork_servers(server) and time.time() < deadline:
@@ -69,7 +69,7 @@ def _warm_up(server: Server) -> None:
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory) -> Iterator[tuple[Server, Server]]:
-    """Two servers: one forking python runtimes from a zygote, one exec'ing them (LAMBDALET_FORK_SERVER=0)."""
+    """Two servers: one forking python runtimes from a fork server, one exec'ing them (LAMBDALET_FORK_SERVER=0)."""
     forking = start_server(tmp_path_factory.mktemp("fork") / "data")
     _warm_up(forking)
     os.environ["LAMBDALET_FORK_SERVER"] = "0"
@@ -111,13 +111,13 @@ def test_forked_runtime_looks_like_an_exec_one(pair: tuple[Server, Server]) -> N
 
 
 @pytest.mark.slow
-def test_env_isolation_between_functions_of_one_zygote(pair: tuple[Server, Server]) -> None:
+def test_env_isolation_between_functions_of_one_fork_server(pair: tuple[Server, Server]) -> None:
     forking, _ = pair
     a = _deploy(forking, {"ONLY_A": "1", "SHARED": "a"})
     b = _deploy(forking, {"ONLY_B": "1", "SHARED": "b"})
     _, body_a = _invoke(forking, a)
     _, body_b = _invoke(forking, b)
-    assert body_a["ppid"] == body_b["ppid"]  # one zygote
+    assert body_a["ppid"] == body_b["ppid"]  # one fork server
     assert body_a["env"]["SHARED"] == "a" and "ONLY_B" not in body_a["env"]
     assert body_b["env"]["SHARED"] == "b" and "ONLY_A" not in body_b["env"]
 
@@ -152,15 +152,15 @@ def test_exec_wrapper_and_python_variables_are_not_forked(pair: tuple[Server, Se
 
 
 @pytest.mark.slow
-def test_fallback_when_the_zygote_dies_and_no_leftovers(tmp_path: Path) -> None:
+def test_fallback_when_the_fork_server_dies_and_no_leftovers(tmp_path: Path) -> None:
     server = start_server(tmp_path / "data")
     try:
         _warm_up(server)
         name = _deploy(server)
         _, first = _invoke(server, name)
-        zygotes = _fork_servers(server)
-        assert zygotes == [first["ppid"]]
-        os.kill(zygotes[0], signal.SIGKILL)
+        servers = _fork_servers(server)
+        assert servers == [first["ppid"]]
+        os.kill(servers[0], signal.SIGKILL)
         # its child cannot be waited for any more: it is ended (as if killed), and restarted
         deadline = time.time() + 5
         while _alive(first["pid"]) and time.time() < deadline:

@@ -85,3 +85,17 @@ def test_fallback_warns(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     assert spec.argv[0] == os.path.realpath(sys.executable)
     assert len(spec.warnings) == 1
     assert "python3.14" in spec.warnings[0] and "--runtime-interpreter" in spec.warnings[0]
+
+
+@pytest.mark.parametrize(("user_env", "forked"), [
+    ({}, True),
+    ({"COLOR": "blue"}, True),
+    ({"AWS_LAMBDA_EXEC_WRAPPER": "/var/task/wrap.sh"}, False),
+    ({"PYTHONDONTWRITEBYTECODE": "1"}, False),
+])
+def test_fork_server_only_when_a_fresh_start_is_not_needed(user_env: dict[str, str], forked: bool) -> None:
+    spec = launch_spec(RuntimeContext(runtime="python3.12", task_root="/tmp", handler="app.handler",
+                                      user_env=user_env, interpreters={}))
+    assert (spec.fork_server is not None) is forked
+    if forked:
+        assert spec.fork_server[:-1] == spec.argv[:-1] and spec.fork_server[-1] == "--fork-server"

@@ -54,8 +54,7 @@ class FrontDoor:
                                    Limits(settings.max_concurrency, settings.idle_timeout_s))
         self.functions = FunctionManager(FunctionStore(self.db), CodeStore(os.path.join(data, "code")),
                                          settings.region, settings.account, os.path.join(data, "opt"),
-                                         settings.interpreters, "")
-        self.functions.memory_limit = settings.memory_limit
+                                         settings.interpreters, memory_limit=settings.memory_limit)
         self.invoker = Invoker(self.functions, self.scheduler, AsyncEventQueue(self.db),
                                settings.async_retry_delay_s)
         self.lambda_api = LambdaApi(self.functions, self.invoker)

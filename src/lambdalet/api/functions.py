@@ -11,9 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lambdalet.api.errors import AwsError, conflict, invalid, not_found
-from lambdalet.environment import FunctionSpec
-from lambdalet.environment.managed import is_supported
-from lambdalet.environment.spec import RESERVED_VARIABLES
+from lambdalet.scheduler import RESERVED_VARIABLES, FunctionSpec, is_supported_runtime
 from lambdalet.store import CodeStore, FunctionRecord, FunctionStore, InvalidCode
 
 _NAME = re.compile(r"^[a-zA-Z0-9-_]{1,64}$")
@@ -77,15 +75,15 @@ class FunctionManager:
     """The function registry as the Lambda API sees it."""
 
     def __init__(self, store: FunctionStore, code: CodeStore, region: str, account: str, opt_dir: str,
-                 interpreters: dict[str, str], endpoint_url: str) -> None:
+                 interpreters: dict[str, str], *, memory_limit: bool = True) -> None:
         self.store = store
         self.code = code
         self.region = region
         self.account = account
         self.opt_dir = opt_dir
         self.interpreters = interpreters
-        self.endpoint_url = endpoint_url
-        self.memory_limit = True
+        self.endpoint_url = ""  # the server's own address, known once it listens
+        self.memory_limit = memory_limit
 
     def arn(self, name: str) -> str:
         return f"arn:aws:lambda:{self.region}:{self.account}:function:{name}"
@@ -138,7 +136,7 @@ class FunctionManager:
         runtime = cfg.get("Runtime")
         if not isinstance(runtime, str) or not runtime:
             raise invalid("Runtime is required for .zip deployment packages.")
-        if not is_supported(runtime):
+        if not is_supported_runtime(runtime):
             raise invalid(f"Value {runtime} at 'runtime' failed to satisfy constraint: lambdalet cannot run "
                           "this runtime (supported: provided, provided.al2, provided.al2023, and the built-in "
                           "python3.x and nodejsNN.x runtimes once available).")

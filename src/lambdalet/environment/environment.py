@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from lambdalet.environment import platform_log, zygote
+from lambdalet.environment import fork_servers, platform_log
 from lambdalet.environment.process import BootstrapProcess, exit_reason
 from lambdalet.environment.sandbox import CGROUP_JOIN_ENV, MemoryCgroup
 from lambdalet.environment.spec import INIT_TIMEOUT_S, FunctionSpec, LogSink
@@ -225,8 +225,8 @@ class ExecutionEnvironment:
         if self._cgroup_delegated:
             env[CGROUP_JOIN_ENV] = join_path
         self.process = None
-        if launch is not None and launch.fork_server and "AWS_LAMBDA_EXEC_WRAPPER" not in env:
-            self.process = await zygote.fork_process(  # the wrapper must exec: no fork for it
+        if launch is not None and launch.fork_server:
+            self.process = await fork_servers.fork_process(
                 launch.fork_server, argv, cwd=self.spec.task_root, env=env, emit=self.emit,
                 telemetry_fd=telemetry,
             )
@@ -402,7 +402,8 @@ class ExecutionEnvironment:
         if self._init_task is not None and not self._init_task.done() and not self.waiting_invoke:
             self._init_task.cancel()
         await self._end_process(grace=0.3)
-        self._release()
+        # Emptying a cgroup and deleting /tmp (up to gigabytes) must not hold up every other invocation.
+        await asyncio.to_thread(self._release)
 
     def _release(self) -> None:
         if self.cgroup is not None:

@@ -239,7 +239,7 @@ class BootstrapProcess:
 
 
 class ForkedProcess(BootstrapProcess):
-    """A bootstrap forked by a fork server (environment/zygote.py), which is its parent: the exit status
+    """A bootstrap forked by a fork server (environment/fork_servers.py), which is its parent: the exit status
     comes from that server through report_exit() instead of being reaped here."""
 
     @classmethod

@@ -14,8 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from lambdalet.environment import EnvState, ExecutionEnvironment, FunctionSpec, LogSink, zygote
-from lambdalet.environment.sandbox import HIERARCHY
+from lambdalet.environment import EnvState, ExecutionEnvironment, FunctionSpec, LogSink, release_shared
 from lambdalet.invocation import Invocation
 
 log = logging.getLogger("lambdalet.scheduler")
@@ -210,7 +209,6 @@ class Scheduler:
             for env in pool.envs:
                 env.kill_now()
             pool.envs.clear()
-        zygote.shutdown_all()
         for task in list(self._tasks):
             task.cancel()
-        HIERARCHY.remove()
+        release_shared()

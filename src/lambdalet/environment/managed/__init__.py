@@ -27,7 +27,7 @@ class LaunchSpec:
     (AWS's framed log protocol) so that a multi-line record stays one log event.
     warnings are written to the function's log stream when the process starts.
     fork_server, when set, is the command of a fork server that can start argv by forking instead
-    (see environment/zygote.py): the same argv with its last argument the server's mode flag.
+    (see environment/fork_servers.py): the same argv with its last argument the server's mode flag.
     joins_cgroup: the runtime, while still single-threaded, moves itself into its memory cgroup by
     writing "0" to the file named by $_LAMBDALET_CGROUP_TASKS (removing the variable) when it is set.
     """

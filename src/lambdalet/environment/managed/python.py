@@ -20,7 +20,7 @@ SUPPORTED: frozenset[str] = frozenset(f"python3.{minor}" for minor in range(9, 1
 PYTHON_FLAGS = ("-s", "-u")
 RUNTIME_DIR = Path(__file__).resolve().parents[2] / "runtimes" / "python"
 BOOTSTRAP = RUNTIME_DIR / "bootstrap.py"
-FORK_SERVER_FLAG = "--fork-server"  # bootstrap.py's fork-server mode (environment/zygote.py)
+FORK_SERVER_FLAG = "--fork-server"  # bootstrap.py's fork-server mode (environment/fork_servers.py)
 # Read (and removed) by runtimes/python/bootstrap.py.
 HOST_SITE_ENV = "_LAMBDALET_HOST_SITE_PACKAGES"
 
@@ -42,12 +42,14 @@ def launch_spec(ctx: RuntimeContext) -> LaunchSpec:
         HOST_SITE_ENV: os.pathsep.join(host_site_packages()),
         "_LAMBDALET_OPT_DIR": ctx.opt_dir,
     }
+    # An exec wrapper must exec the interpreter, and PYTHON* variables shape its start-up: those start fresh.
+    forkable = "AWS_LAMBDA_EXEC_WRAPPER" not in ctx.user_env and not any(k.startswith("PYTHON") for k in ctx.user_env)
     return LaunchSpec(
         argv=[interpreter, *PYTHON_FLAGS, str(BOOTSTRAP), ctx.handler],
         env=env,
         telemetry_fd=True,
         warnings=warnings,
-        fork_server=[interpreter, *PYTHON_FLAGS, str(BOOTSTRAP), FORK_SERVER_FLAG],
+        fork_server=[interpreter, *PYTHON_FLAGS, str(BOOTSTRAP), FORK_SERVER_FLAG] if forkable else None,
         joins_cgroup=True,
     )
 

@@ -1,11 +1,11 @@
-"""The fork server ("zygote"): an interpreter with the runtime imported that forks ready runtimes.
+"""The fork server: an interpreter with the runtime imported that forks ready runtimes.
 
 Started by lambdalet as ``<python> -s -u bootstrap.py --fork-server`` with a SOCK_SEQPACKET unix
 socket whose fd number is in $_LAMBDALET_FORK_SERVER_FD. Messages (fields are NUL-separated, file-system encoded):
 
-- zygote -> server ``R`` once ready; ``P <pid>`` per fork; ``X <reason>`` when a fork failed;
+- fork server -> lambdalet: ``R`` once ready; ``P <pid>`` per fork; ``X <reason>`` when a fork failed;
   ``E <pid> <wait status>`` when a forked child exited (it is reaped here, its parent).
-- server -> zygote: cwd, len(argv), *argv, len(args), *args, *env entries ("KEY=value"), with the
+- lambdalet -> fork server: cwd, len(argv), *argv, len(args), *args, *env entries ("KEY=value"), with the
   stdout/stderr pipe and optionally the telemetry pipe as SCM_RIGHTS.
 
 serve() returns only in a forked child, set up as an exec'd bootstrap would be (own session, cwd,

@@ -1,13 +1,13 @@
-"""Fork servers ("zygotes"): runtime processes forked from a warm interpreter instead of exec'd.
+"""Fork servers: runtime processes forked from a warm interpreter instead of exec'd.
 
-A managed runtime whose LaunchSpec names a fork_server command gets one zygote per (command, locale),
+A managed runtime whose LaunchSpec names a fork_server command gets one fork server per (command, locale),
 started by its first cold start (which is exec'd meanwhile) and kept for the server's life
-(Scheduler.shutdown -> shutdown_all() ends them). Forking
+(shutdown_all() ends them, at server shutdown). Forking
 a pre-imported interpreter reaches the first /next in a few ms, against 12-18 ms for exec'ing python.
 The child is set up as an exec'd bootstrap would be (session, cwd, stdio, environment, argv); its
-exit status comes from the zygote, its parent. Whenever a zygote is unavailable, fork_process()
+exit status comes from the fork server, its parent. Whenever a fork server is unavailable, fork_process()
 returns None and the caller spawns as usual. LAMBDALET_FORK_SERVER=0 in the server's environment
-turns zygotes off.
+turns forking off.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from collections.abc import Callable
 
 from lambdalet.environment.process import BootstrapProcess, ForkedProcess, _LineReader
 
-log = logging.getLogger("lambdalet.zygote")
+log = logging.getLogger("lambdalet.fork_servers")
 
 START_TIMEOUT_S = 5.0
-MAX_FAILURES = 3  # zygote deaths/start failures after which a command is spawned only
+MAX_FAILURES = 3  # fork server deaths/start failures after which a command is spawned only
 SOCKET_FD_ENV = "_LAMBDALET_FORK_SERVER_FD"  # read by runtimes/python/lambdalet_runtime/fork_server.py
 
 
@@ -36,11 +36,11 @@ def enabled() -> bool:
 
 
 def _startup_env(env: dict[str, str]) -> dict[str, str]:
-    """The variables that shape an interpreter's start-up (locale), which a zygote must share."""
+    """The variables that shape an interpreter's start-up (locale), which a fork server must share."""
     return {k: v for k, v in env.items() if k in ("LANG", "LANGUAGE") or k.startswith("LC_")}
 
 
-class Zygote:
+class ForkServer:
     """One running fork server and its socket."""
 
     def __init__(self, proc: subprocess.Popen, sock: socket.socket, out_r: int) -> None:
@@ -57,7 +57,7 @@ class Zygote:
         self.loop.add_reader(sock.fileno(), self._read)
 
     @classmethod
-    def launch(cls, argv: list[str], env: dict[str, str]) -> Zygote:
+    def launch(cls, argv: list[str], env: dict[str, str]) -> ForkServer:
         """Start a fork server; it serves forks once `ready` (START_TIMEOUT_S at most, else it is ended)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         out_r, out_w = os.pipe()
@@ -73,9 +73,9 @@ class Zygote:
         finally:
             theirs.close()
             os.close(out_w)
-        zygote = cls(proc, ours, out_r)
-        zygote.loop.call_later(START_TIMEOUT_S, zygote._check_started)
-        return zygote
+        server = cls(proc, ours, out_r)
+        server.loop.call_later(START_TIMEOUT_S, server._check_started)
+        return server
 
     @property
     def ready(self) -> bool:
@@ -122,7 +122,7 @@ class Zygote:
             proc.report_exit(code)
 
     def _died(self) -> None:
-        """The zygote is gone: its children can no longer be waited for, so they are ended now."""
+        """The fork server is gone: its children can no longer be waited for, so they are ended now."""
         if self.dead:
             return
         self.dead = True
@@ -164,7 +164,7 @@ class Zygote:
         try:
             reply: asyncio.Future[int] = self.loop.create_future()
             self.sock.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _ints(fds))])
-            self._replies.append(reply)  # the zygote answers requests in the order they were sent
+            self._replies.append(reply)  # the fork server answers requests in the order they were sent
             pid = await asyncio.wait_for(reply, START_TIMEOUT_S)
         except BaseException:
             for fd in (out_r, frame_r):
@@ -183,7 +183,7 @@ class Zygote:
         return proc
 
     def close(self) -> None:
-        """End the zygote, and with it any child still running (nothing could report its exit)."""
+        """End the fork server, and with it any child still running (nothing could report its exit)."""
         self._died()
 
 
@@ -191,7 +191,7 @@ def _ints(fds: list[int]) -> bytes:
     return struct.pack(f"{len(fds)}i", *fds)
 
 
-_zygotes: dict[tuple, Zygote] = {}
+_servers: dict[tuple, ForkServer] = {}
 _failures: dict[tuple, int] = {}
 
 
@@ -199,50 +199,50 @@ async def fork_process(
     fork_server: list[str], argv: list[str], *, cwd: str, env: dict[str, str],
     emit: Callable[[str], None], telemetry_fd: bool = False,
 ) -> BootstrapProcess | None:
-    """argv forked from the zygote started by `fork_server`, or None (then spawn argv as usual).
+    """argv forked from the fork server started by `fork_server`, or None (then spawn argv as usual).
 
-    argv must be the zygote's command with its last argument (the mode flag) replaced by the child's
-    arguments. The zygote is started by the first call, which returns None (that start is exec'd while
-    the zygote gets ready in the background); so do calls while it is not ready, or after it failed.
+    argv must be the fork server's command with its last argument (the mode flag) replaced by the child's
+    arguments. The fork server is started by the first call, which returns None (that start is exec'd while
+    the fork server gets ready in the background); so do calls while it is not ready, or after it failed.
     """
-    if not enabled() or any(k.startswith("PYTHON") for k in env):
-        return None  # PYTHON* variables change the interpreter's own start-up: exec it
+    if not enabled():
+        return None
     prefix = len(fork_server) - 1
     if argv[:prefix] != fork_server[:prefix]:
         return None
     startup = _startup_env(env)
     loop = asyncio.get_running_loop()
     key = (id(loop), tuple(fork_server), tuple(sorted(startup.items())))
-    zygote = _zygotes.get(key)
-    if zygote is not None and (zygote.dead or zygote.loop is not loop):
-        del _zygotes[key]
-        zygote.close()
+    server = _servers.get(key)
+    if server is not None and (server.dead or server.loop is not loop):
+        del _servers[key]
+        server.close()
         _failures[key] = _failures.get(key, 0) + 1
-        zygote = None
+        server = None
     if _failures.get(key, 0) >= MAX_FAILURES:
         return None
-    if zygote is None:
+    if server is None:
         try:
-            _zygotes[key] = Zygote.launch(fork_server, {**startup, "PATH": env.get("PATH", os.defpath)})
+            _servers[key] = ForkServer.launch(fork_server, {**startup, "PATH": env.get("PATH", os.defpath)})
         except OSError as exc:
             log.warning("cannot start fork server %s: %s", fork_server[0], exc)
             _failures[key] = _failures.get(key, 0) + 1
         return None
-    if not zygote.ready:
+    if not server.ready:
         return None
     try:
-        return await zygote.fork(argv, argv[prefix:], cwd=cwd, env=env, emit=emit, telemetry_fd=telemetry_fd)
+        return await server.fork(argv, argv[prefix:], cwd=cwd, env=env, emit=emit, telemetry_fd=telemetry_fd)
     except (OSError, TimeoutError, ValueError) as exc:  # ConnectionError is an OSError
         log.warning("fork server %s failed (%s): spawning instead", fork_server[0], exc)
         _failures[key] = _failures.get(key, 0) + 1
         if isinstance(exc, TimeoutError):
-            zygote.close()
+            server.close()
         return None
 
 
 def shutdown_all() -> None:
-    """End every zygote (server shutdown)."""
-    for zygote in list(_zygotes.values()):
+    """End every fork server (server shutdown)."""
+    for server in list(_servers.values()):
         with contextlib.suppress(Exception):
-            zygote.close()
-    _zygotes.clear()
+            server.close()
+    _servers.clear()
