@@ -112,6 +112,7 @@ def test_list_functions_pages_with_marker(server):
     ({"MemorySize": 10241}, "InvalidParameterValueException"),
     ({"Environment": {"Variables": {"AWS_REGION": "x"}}}, "InvalidParameterValueException"),
     ({"Environment": {"Variables": {"1BAD": "x"}}}, "InvalidParameterValueException"),
+    ({"Environment": {"Variables": {"G": "x"}}}, "InvalidParameterValueException"),  # AWS: 2 characters at least
     ({"Code": {"ZipFile": b"not a zip"}}, "InvalidParameterValueException"),
     ({"LoggingConfig": {"LogFormat": "XML"}}, "InvalidParameterValueException"),
     ({"TracingConfig": {"Mode": "Sometimes"}}, "InvalidParameterValueException"),

@@ -161,8 +161,8 @@ class FunctionManager:
             raise invalid("Environment.Variables must be a map of strings to strings.")
         for key in variables:
             if not isinstance(key, str) or not _ENV_KEY.match(key):
-                raise invalid(f"Environment variable key '{key}' is invalid: keys start with a letter and "
-                              "contain only letters, digits and underscores.")
+                raise invalid(f"Environment variable key '{key}' is invalid: keys start with a letter, are at "
+                              "least 2 characters long and contain only letters, digits and underscores.")
         reserved = sorted(k for k in variables if k in RESERVED_VARIABLES)
         if reserved:
             raise invalid("Lambda was unable to configure your environment variables because the environment "
