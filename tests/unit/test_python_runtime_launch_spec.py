@@ -99,3 +99,15 @@ def test_fork_server_only_when_a_fresh_start_is_not_needed(user_env: dict[str, s
     assert (spec.fork_server is not None) is forked
     if forked:
         assert spec.fork_server[:-1] == spec.argv[:-1] and spec.fork_server[-1] == "--fork-server"
+
+
+def test_a_remembered_interpreter_that_goes_is_searched_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = fake_binary(tmp_path / "a" / "python3.12")
+    monkeypatch.setenv("PATH", os.pathsep.join([str(tmp_path / "a"), str(tmp_path / "b")]))
+    assert find_interpreter("python3.12") == str(first)
+    assert find_interpreter("python3.12") == str(first)  # remembered (every cold start asks)
+    later = fake_binary(tmp_path / "b" / "python3.12")
+    first.unlink()
+    assert find_interpreter("python3.12") == str(later)
+    later.unlink()
+    assert find_interpreter("python3.12") is None
