@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import secrets
 import time
@@ -10,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-MAX_PAYLOAD = 6 * 1024 * 1024 + 100  # 6291556 bytes: Lambda's sync request and response limit
+from lambdalet.limits import LOG_TAIL_BYTES
 
 
 def new_request_id() -> str:
@@ -57,6 +58,24 @@ class ResponseStream:
             yield chunk
 
 
+class LogTail:
+    """The end of an invocation's log for LogType=Tail: only the last LOG_TAIL_BYTES are ever kept."""
+
+    __slots__ = ("_text",)
+
+    def __init__(self) -> None:
+        self._text = ""
+
+    def append(self, message: str) -> None:
+        # A character is at least one byte: LOG_TAIL_BYTES characters always cover the byte tail.
+        text = self._text + (message if message.endswith("\n") else message + "\n")
+        self._text = text[-LOG_TAIL_BYTES:]
+
+    def base64(self) -> str:
+        """X-Amz-Log-Result: base64 of the last 4 KB of the log."""
+        return base64.b64encode(self._text.encode()[-LOG_TAIL_BYTES:]).decode()
+
+
 @dataclass
 class Outcome:
     """What the caller gets: a payload, or a function error document, or a stream."""
@@ -82,7 +101,7 @@ class Invocation:
     deadline_ms: int = 0
     outcome: asyncio.Future[Outcome] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-    log_lines: list[str] | None = None  # collected for LogType=Tail when not None
+    log_tail: LogTail | None = None  # collected for LogType=Tail when not None
     on_outcome: Callable[[Outcome], None] | None = None  # called synchronously when the outcome is known
 
     def resolve(self, outcome: Outcome) -> None:

@@ -19,7 +19,8 @@ from lambdalet.api.errors import AwsError
 from lambdalet.api.functions import FunctionManager
 from lambdalet.api.invoker import Invoker
 from lambdalet.http11 import BodyTooLarge, Request, Response
-from lambdalet.invocation import MAX_PAYLOAD, Invocation, Outcome, ResponseStream
+from lambdalet.invocation import Invocation, Outcome, ResponseStream
+from lambdalet.limits import MAX_PAYLOAD
 
 PATH_PREFIX = "/lambda-url/"
 HTTP_INTEGRATION = "application/vnd.awslambda.http-integration-response"

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lambdalet.api.errors import AwsError, conflict, invalid, not_found
+from lambdalet.limits import MAX_ENV_BYTES, MAX_ZIP
 from lambdalet.scheduler import RESERVED_VARIABLES, FunctionSpec, is_supported_runtime
 from lambdalet.store import CodeStore, FunctionRecord, FunctionStore, InvalidCode
 
@@ -18,8 +19,6 @@ _NAME = re.compile(r"^[a-zA-Z0-9-_]{1,64}$")
 _ARN = re.compile(r"^arn:aws[a-zA-Z-]*:lambda:([a-z0-9-]+):(\d{12}):function:([a-zA-Z0-9-_]+)(?::([^:]+))?$")
 _PARTIAL = re.compile(r"^(\d{12}):function:([a-zA-Z0-9-_]+)(?::([^:]+))?$")
 _ENV_KEY = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]+$")
-MAX_ZIP = 52_428_800
-MAX_ENV_BYTES = 4096
 
 CONFIG_FIELDS = ("Role", "Handler", "Description", "Timeout", "MemorySize", "Environment", "Runtime",
                  "Architectures", "LoggingConfig", "TracingConfig", "EphemeralStorage", "Layers")

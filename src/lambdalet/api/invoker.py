@@ -3,32 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import time
 
 from lambdalet.api.errors import AwsError
 from lambdalet.api.functions import FunctionManager
-from lambdalet.invocation import MAX_PAYLOAD, Invocation, Outcome, ResponseStream, error_document
+from lambdalet.invocation import Invocation, Outcome, ResponseStream, error_document
+from lambdalet.limits import MAX_PAYLOAD
 from lambdalet.scheduler import Scheduler, Throttled
 from lambdalet.store import AsyncEventQueue, FunctionRecord
 
 log = logging.getLogger("lambdalet.invoker")
 
-TAIL_BYTES = 4096
-ASYNC_MAX_PAYLOAD = 1_048_576
 ASYNC_RETRIES = 2  # Lambda retries a failed asynchronous invocation twice
 
 
 def throttled_error(exc: Throttled) -> AwsError:
     return AwsError(429, "TooManyRequestsException", "Rate Exceeded.", Reason=exc.reason)
-
-
-def log_tail(lines: list[str]) -> str:
-    """X-Amz-Log-Result: base64 of the last 4 KB of the invocation's log."""
-    text = "".join(line if line.endswith("\n") else line + "\n" for line in lines).encode()
-    return base64.b64encode(text[-TAIL_BYTES:]).decode()
 
 
 async def collect(stream: ResponseStream) -> Outcome:

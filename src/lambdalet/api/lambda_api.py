@@ -12,9 +12,10 @@ from urllib.parse import parse_qs
 from lambdalet.api import eventstream
 from lambdalet.api.errors import AwsError, conflict, invalid, not_found
 from lambdalet.api.functions import FunctionManager, now_iso
-from lambdalet.api.invoker import ASYNC_MAX_PAYLOAD, Invoker, collect, log_tail
+from lambdalet.api.invoker import Invoker, collect
 from lambdalet.http11 import BodyTooLarge, Request, Response
-from lambdalet.invocation import MAX_PAYLOAD, Invocation, Outcome
+from lambdalet.invocation import Invocation, LogTail, Outcome
+from lambdalet.limits import ASYNC_MAX_PAYLOAD, MAX_CODE_REQUEST, MAX_PAYLOAD
 
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(r"^/2015-03-31/functions/?$"), "create_function"),
@@ -37,7 +38,6 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"^/2019-09-30/functions/(?P<name>[^/]+)/concurrency/?$"), "get_concurrency"),
     ("GET", re.compile(r"^/2016-08-19/account-settings/?$"), "account_settings"),
 ]
-MAX_REQUEST = 70_167_211  # CreateFunction's request limit
 
 
 def _json(resp: Response, status: int, doc: Any, request_id: str) -> None:
@@ -92,7 +92,7 @@ class LambdaApi:
         await getattr(self, handler)(req, resp, request_id, **params)
 
     @staticmethod
-    async def _body(req: Request, limit: int = MAX_REQUEST) -> dict[str, Any]:
+    async def _body(req: Request, limit: int = MAX_CODE_REQUEST) -> dict[str, Any]:
         try:
             raw = await req.read(limit)
         except BodyTooLarge as exc:
@@ -244,7 +244,7 @@ class LambdaApi:
             resp.send(202, b"", {"x-amzn-RequestId": inv.request_id, "X-Amz-Executed-Version": "$LATEST"})
             return
         if tail:
-            inv.log_lines = []
+            inv.log_tail = LogTail()
         else:  # answer the caller the moment the runtime posts its response
             inv.on_outcome = lambda outcome: self._send_outcome(resp, inv, outcome)
         outcome = await self.invoker.invoke(rec, inv, wait_done=tail)
@@ -260,8 +260,8 @@ class LambdaApi:
         if outcome.function_error:
             headers["X-Amz-Function-Error"] = outcome.function_error
             headers["Content-Type"] = "application/json"
-        if inv.log_lines is not None:
-            headers["X-Amz-Log-Result"] = log_tail(inv.log_lines)
+        if inv.log_tail is not None:
+            headers["X-Amz-Log-Result"] = inv.log_tail.base64()
         resp.send(200, outcome.payload, headers)
 
     async def invoke_stream(self, req: Request, resp: Response, rid: str, name: str) -> None:
@@ -276,7 +276,7 @@ class LambdaApi:
         payload = await self._payload(req, MAX_PAYLOAD)
         inv = self._invocation(req, rec, payload)
         if tail:
-            inv.log_lines = []
+            inv.log_tail = LogTail()
         await self.invoker.start(rec, inv)
         outcome = await inv.outcome
         resp.start(200, {"Content-Type": "application/vnd.amazon.eventstream", "x-amzn-RequestId": inv.request_id,
@@ -296,7 +296,7 @@ class LambdaApi:
             resp.write(eventstream.payload_chunk(outcome.payload))
         if tail:
             await inv.done
-            complete["LogResult"] = log_tail(inv.log_lines or [])
+            complete["LogResult"] = inv.log_tail.base64()
         resp.write(eventstream.invoke_complete(json.dumps(complete).encode()))
         resp.end()
 

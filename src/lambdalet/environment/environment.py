@@ -92,8 +92,8 @@ class ExecutionEnvironment:
         inv = self._current
         if inv is None:
             self._recent.append(message)
-        elif inv.log_lines is not None:
-            inv.log_lines.append(message)
+        elif inv.log_tail is not None:
+            inv.log_tail.append(message)
 
     # ---------------------------------------------------------------- RuntimeListener
     def runtime_ready(self) -> None:
@@ -274,8 +274,9 @@ class ExecutionEnvironment:
         self.state = EnvState.BUSY
         self.invocations += 1
         self._current = inv
-        if inv.log_lines is not None:
-            inv.log_lines.extend(self._recent)
+        if inv.log_tail is not None:
+            for line in self._recent:
+                inv.log_tail.append(line)
         self._recent.clear()
         inv.deadline_ms = platform_log.now_ms() + self.spec.timeout_s * 1000
         return time.monotonic()

@@ -8,7 +8,8 @@ import json
 import logging
 
 from lambdalet.http11 import BodyTooLarge, HttpServer, Request, Response
-from lambdalet.invocation import MAX_PAYLOAD, Outcome, ResponseStream, error_document
+from lambdalet.invocation import Outcome, ResponseStream, error_document
+from lambdalet.limits import MAX_PAYLOAD
 from lambdalet.runtime_api.session import RuntimeApiError, RuntimeSession, platform_error_type
 
 log = logging.getLogger("lambdalet.runtime_api")

@@ -12,7 +12,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 
-MAX_UNZIPPED = 262_144_000  # Lambda's unzipped deployment package limit
+from lambdalet.limits import MAX_UNZIPPED
 
 
 class InvalidCode(ValueError):
