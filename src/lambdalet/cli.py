@@ -15,6 +15,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from lambdalet.limits import KEEP_ALIVE_S, MAX_CONNECTIONS
+
 DEFAULT_ENDPOINT = "http://127.0.0.1:9000"
 
 
@@ -33,7 +35,8 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings(host=args.host, port=args.port, data_dir=args.data_dir, region=args.region,
                         account=args.account_id, max_concurrency=args.max_concurrency,
                         idle_timeout_s=args.idle_timeout, async_retry_delay_s=args.async_retry_delay,
-                        interpreters=interpreters, memory_limit=not args.no_memory_limit)
+                        interpreters=interpreters, memory_limit=not args.no_memory_limit,
+                        keep_alive_s=args.keep_alive_timeout, max_connections=args.max_connections)
     try:
         import uvloop
     except ImportError:
@@ -167,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="interpreter for a built-in runtime, e.g. python3.12=/usr/bin/python3.12")
     serve.add_argument("--no-memory-limit", action="store_true",
                        help="do not confine functions to their MemorySize (cgroups, where available)")
+    serve.add_argument("--keep-alive-timeout", type=float, default=KEEP_ALIVE_S,
+                       help=f"seconds before an idle client connection is closed (default {KEEP_ALIVE_S:g})")
+    serve.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
+                       help=f"open client connections; more are refused with 503 (default {MAX_CONNECTIONS})")
     serve.add_argument("-v", "--verbose", action="store_true")
     serve.set_defaults(func=_serve)
 

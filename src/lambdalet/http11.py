@@ -1,31 +1,57 @@
 """A small, fast HTTP/1.1 server on asyncio + httptools, shared by the front door and the Runtime API.
 
-It supports what both sides of Lambda need: keep-alive, Content-Length and chunked request bodies
-(with trailers, read whole or as a stream), and fixed-length or chunked (streamed) responses.
-Every accepted socket gets TCP_NODELAY: without it Nagle + delayed ACK add ~40 ms per exchange.
+It supports what both sides of Lambda need: keep-alive and pipelining, Content-Length and chunked
+request bodies (with trailers, read whole or as a stream), and fixed-length or chunked (streamed)
+responses. Every accepted socket gets TCP_NODELAY: without it Nagle + delayed ACK add ~40 ms per
+exchange.
+
+It also holds its own against hostile clients, within ServerLimits: the request line and headers are
+capped (431), a body is buffered only up to what its reader asked for (reading pauses past
+_PAUSE_AT, and resumes whenever the reader wants more or the request is done), idle keep-alive
+connections and stalled uploads are closed, and the number of open connections is capped (503).
+Answers to protocol errors come from the owner's error_answer, so each door speaks its own dialect.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import http
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from urllib.parse import unquote
 
 import httptools
 
 log = logging.getLogger("lambdalet.http")
 
-REASONS = {
-    200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 400: "Bad Request", 403: "Forbidden",
-    404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 411: "Length Required",
-    413: "Request Entity Too Large", 429: "Too Many Requests", 500: "Internal Server Error",
-    502: "Bad Gateway", 503: "Service Unavailable",
-}
+REASONS = {s.value: s.phrase for s in http.HTTPStatus}
+REASONS[418] = "I'm a teapot"
 
 _PAUSE_AT = 1 << 20  # buffered body bytes before the transport stops reading
+_PIPELINE_DEPTH = 8  # requests waiting behind the one in service before reading pauses
+_DRAIN_LIMIT = 80 << 20  # an unread body up to this size is discarded to keep the connection
+_LINGER_S = 2.0  # after answering early, how long an unread body is still taken in before closing
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one HttpServer accepts from its clients."""
+
+    max_head_bytes: int = 64 * 1024  # request line plus headers
+    keep_alive_s: float = 60.0  # idle connection (no request in flight), or a stalled request body
+    max_connections: int = 1024
+
+
+# (status, message) -> (body, headers) for answers the server gives itself: 400, 431, 503.
+ErrorAnswer = Callable[[int, str], tuple[bytes, list[tuple[str, str]]]]
+
+
+def plain_error(status: int, message: str) -> tuple[bytes, list[tuple[str, str]]]:
+    return message.encode(), [("Content-Type", "text/plain")]
 
 
 class BodyTooLarge(Exception):
@@ -33,14 +59,27 @@ class BodyTooLarge(Exception):
 
     def __init__(self, size: int) -> None:
         super().__init__(size)
-        self.size = size
+        self.size = size  # the declared Content-Length, or the bytes seen so far
+
+
+class InvalidHeader(ValueError):
+    """A response header that cannot go on the wire (CR, LF or NUL in it, or a bad name)."""
+
+
+def valid_field(name: str, value: str) -> bool:
+    """True if name: value can be sent as one header line."""
+    return bool(name) and _token(name) and not any(c in value for c in "\r\n\0")
+
+
+def _token(name: str) -> bool:
+    return all(c.isascii() and (c.isalnum() or c in "!#$%&'*+-.^_`|~") for c in name)
 
 
 class Request:
     """One HTTP request. Headers are a dict of lower-cased names; the body is read on demand."""
 
     __slots__ = (
-        "_chunks", "_complete", "_error", "_proto", "_size", "_waiter",
+        "_chunks", "_complete", "_discard", "_error", "_proto", "_size", "_waiter",
         "headers", "method", "path", "query", "raw_path", "trailers",
     )
 
@@ -48,7 +87,7 @@ class Request:
         self._proto = proto
         self.method = method
         url = httptools.parse_url(target)
-        self.raw_path = url.path.decode("latin-1")
+        self.raw_path = (url.path or b"/").decode("latin-1")
         self.path = unquote(self.raw_path)
         self.query = (url.query or b"").decode("latin-1")
         self.headers = headers
@@ -56,6 +95,7 @@ class Request:
         self._chunks: list[bytes] = []
         self._size = 0
         self._complete = False
+        self._discard = False
         self._error: Exception | None = None
         self._waiter: asyncio.Future[None] | None = None
 
@@ -64,7 +104,14 @@ class Request:
         peer = self._proto.transport.get_extra_info("peername") if self._proto.transport else None
         return peer[0] if peer else ""
 
+    @property
+    def complete(self) -> bool:
+        """The whole body has arrived."""
+        return self._complete
+
     def _feed(self, data: bytes) -> None:
+        if self._discard:
+            return
         self._chunks.append(data)
         self._size += len(data)
         if self._size >= _PAUSE_AT:
@@ -84,35 +131,48 @@ class Request:
     async def _wait(self) -> None:
         self._waiter = asyncio.get_running_loop().create_future()
         self._proto.resume()
-        await self._waiter
-        self._waiter = None
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def _take(self) -> bytes:
+        body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        self._chunks = []
+        self._size = 0
+        return body
+
+    def _declared_size(self) -> int | None:
+        value = self.headers.get("content-length")
+        return int(value) if value is not None and value.isdigit() else None
 
     def body_now(self) -> bytes:
         """The whole body of a request that has arrived completely (see FastHandler)."""
         if not self._complete or self._error is not None:
             raise RuntimeError("request body is not complete")
-        body = b"".join(self._chunks)
-        self._chunks.clear()
-        self._size = 0
-        return body
+        return self._take()
 
     async def read(self, limit: int | None = None) -> bytes:
-        """The whole body. Raises BodyTooLarge once more than limit bytes arrived (and drains the rest)."""
+        """The whole body. Raises BodyTooLarge as soon as it is known to exceed limit bytes."""
+        if limit is not None:
+            declared = self._declared_size()
+            if declared is not None and declared > limit:
+                raise self._too_large(declared)
         while not self._complete:
             if limit is not None and self._size > limit:
-                break
+                raise self._too_large(self._size)
             await self._wait()
         if self._error is not None:
             raise ConnectionError(str(self._error))
         if limit is not None and self._size > limit:
-            size = self._size
-            async for chunk in self.stream():  # drain so the connection stays usable
-                size += len(chunk)
-            raise BodyTooLarge(size)
-        body = b"".join(self._chunks)
-        self._chunks.clear()
-        self._size = 0
-        return body
+            raise self._too_large(self._size)
+        return self._take()
+
+    def _too_large(self, size: int) -> BodyTooLarge:
+        declared = self._declared_size()
+        if not self._complete and (declared is None or declared - self._size > _DRAIN_LIMIT):
+            self._proto.keep_alive = False  # the answer says Connection: close; the rest is not awaited
+        return BodyTooLarge(size)
 
     async def stream(self) -> AsyncIterator[bytes]:
         """The body as it arrives, chunk by chunk; trailers are set when it ends."""
@@ -129,6 +189,17 @@ class Request:
                 return
             await self._wait()
 
+    async def discard(self, timeout: float) -> bool:
+        """Drop the rest of the body as it arrives (buffering none); True once it has all arrived."""
+        self._discard = True
+        self._chunks = []
+        self._size = 0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not self._complete:
+                    await self._wait()
+        return self._complete and self._error is None
+
 
 class Response:
     """Writes one response: send() for a whole body, or start()/write()/end() to stream it chunked."""
@@ -144,29 +215,38 @@ class Response:
 
     def _head(self, status: int, headers: list[tuple[str, str]] | dict[str, str], extra: str) -> bytes:
         items = headers.items() if isinstance(headers, dict) else headers
-        lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n"]
+        lines = [f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\n"]
         lines.extend(f"{k}: {v}\r\n" for k, v in items)
-        lines.append(extra)
-        if not self._proto.keep_alive:
-            lines.append("Connection: close\r\n")
-        lines.append("\r\n")
-        return "".join(lines).encode("latin-1")
+        head = "".join(lines)
+        # Each line ends in the one CRLF put there above: a CR, LF or NUL of a name or value would let
+        # it forge header lines (response splitting). Three scans of the head cost ~0.2 µs.
+        n = len(lines)
+        if head.count("\n") != n or head.count("\r") != n or "\0" in head:
+            raise InvalidHeader(f"a header of a {status} response holds CR, LF or NUL")
+        head += extra if self._proto.keep_alive else extra + "Connection: close\r\n"
+        head += "\r\n"
+        try:
+            return head.encode("latin-1")
+        except UnicodeEncodeError:
+            return head.encode("utf-8")  # e.g. "€": sent as UTF-8 octets, as other servers do
 
     def send(self, status: int, body: bytes = b"", headers: list[tuple[str, str]] | dict[str, str] = ()) -> None:
-        """Send a complete response with Content-Length."""
+        """Send a complete response with Content-Length (raises InvalidHeader before sending anything)."""
         if self.started:
             raise RuntimeError("response already started")
-        self.started = self.finished = True
         no_body = status in (204, 304) or self._request.method == "HEAD"
-        extra = "" if status == 204 else f"Content-Length: {len(body)}\r\n"
-        self._proto.write(self._head(status, headers, extra) + (b"" if no_body else body))
+        extra = "" if status == 204 or status < 200 else f"Content-Length: {len(body)}\r\n"
+        head = self._head(status, headers, extra)
+        self.started = self.finished = True
+        self._proto.write(head if no_body else head + body)
 
     def start(self, status: int, headers: list[tuple[str, str]] | dict[str, str] = ()) -> None:
         """Start a chunked response; follow with write() and end()."""
         if self.started:
             raise RuntimeError("response already started")
+        head = self._head(status, headers, "Transfer-Encoding: chunked\r\n")
         self.started = self.chunked = True
-        self._proto.write(self._head(status, headers, "Transfer-Encoding: chunked\r\n"))
+        self._proto.write(head)
 
     def write(self, data: bytes) -> None:
         if data:
@@ -180,8 +260,9 @@ class Response:
         if self.finished:
             return
         self.finished = True
-        tail = "".join(f"{k}: {v}\r\n" for k, v in (trailers or {}).items())
-        self._proto.write(b"0\r\n" + tail.encode("latin-1") + b"\r\n")
+        items = [(k, v) for k, v in (trailers or {}).items() if valid_field(k, v)]
+        tail = "".join(f"{k}: {v}\r\n" for k, v in items)
+        self._proto.write(b"0\r\n" + tail.encode("utf-8") + b"\r\n")
 
 
 Handler = Callable[[Request, Response], Awaitable[None]]
@@ -193,24 +274,28 @@ FastHandler = Callable[[Request, Response], Awaitable[None] | None]
 class HttpProtocol(asyncio.Protocol):
     """One connection: parses requests with httptools and runs the handler for each, in order."""
 
-    def __init__(self, handler: Handler, on_close: Callable[[HttpProtocol], None] | None = None,
-                 fast: FastHandler | None = None) -> None:
-        self.handler = handler
-        self.fast = fast
-        self.on_close = on_close
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.handler = server.handler
+        self.fast = server.fast
+        self.limits = server.limits
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.keep_alive = True
         self._url = b""
         self._headers: dict[str, str] = {}
+        self._repeated: dict[str, list[str]] | None = None
         self._current: Request | None = None
-        self._in_body = False
+        self._in_head = True  # between requests or inside a request line / headers
+        self._head_bytes = 0
         self._queue: list[Request] = []
         self._task: asyncio.Task[None] | None = None
         self._paused = False
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self.closed = False
+        self.in_flight = 0  # requests whose headers arrived and whose response is not done
+        self.idle_since = self.last_data = server.clock()
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -221,10 +306,27 @@ class HttpProtocol(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
+        if self._current is not None:
+            self.last_data = self.server.clock()
         try:
-            self.parser.feed_data(data)
-        except (httptools.HttpParserUpgrade, httptools.HttpParserError):
-            self._bad_request()
+            while data:
+                if not self._in_head:
+                    self.parser.feed_data(data)
+                    break
+                room = self.limits.max_head_bytes - self._head_bytes
+                if len(data) <= room:
+                    self._head_bytes += len(data)
+                    self.parser.feed_data(data)
+                    break
+                piece, data = data[:room], data[room:]
+                self._head_bytes += len(piece)
+                self.parser.feed_data(piece)
+                if self._in_head:  # still no end of headers within the limit
+                    self.reject(431, f"Request header fields too large: the request line and headers "
+                                     f"exceed {self.limits.max_head_bytes} bytes")
+                    return
+        except (httptools.HttpParserUpgrade, httptools.HttpParserError, UnicodeError):
+            self.reject(400, "Bad request")
             return
         if self._task is None and self._queue:
             self._start()
@@ -238,8 +340,7 @@ class HttpProtocol(asyncio.Protocol):
                 w.set_result(None)
         if self._task is not None and not self._task.done():
             self._task.cancel()
-        if self.on_close:
-            self.on_close(self)
+        self.server.forget(self)
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -255,7 +356,7 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = {}
-        self._in_body = False
+        self._repeated = None
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -263,39 +364,49 @@ class HttpProtocol(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         key = name.decode("latin-1").lower()
         val = value.decode("latin-1")
-        if self._in_body and self._current is not None:
+        if not self._in_head and self._current is not None:
             self._current.trailers[key] = val
-        elif key in self._headers:
-            self._headers[key] += ", " + val
+        elif key in self._headers:  # repeated names are joined once, at the end of the headers
+            if self._repeated is None:
+                self._repeated = {}
+            self._repeated.setdefault(key, [self._headers[key]]).append(val)
         else:
             self._headers[key] = val
 
     def on_headers_complete(self) -> None:
-        self._in_body = True
+        self._in_head = False
+        if self._repeated is not None:
+            for key, values in self._repeated.items():
+                self._headers[key] = ", ".join(values)
         method = self.parser.get_method().decode("latin-1")
         req = Request(self, method, self._url, self._headers)
         self._current = req
         self.keep_alive = self.parser.should_keep_alive()
+        self.in_flight += 1
         self._queue.append(req)
+        self.last_data = self.server.clock()
 
     def on_body(self, body: bytes) -> None:
         if self._current is not None:
             self._current._feed(body)
 
     def on_message_complete(self) -> None:
+        self._in_head = True
+        self._head_bytes = 0
         if self._current is not None:
             self._current._finish()
             self._current = None
+        if len(self._queue) > _PIPELINE_DEPTH:
+            self.pause()  # a client pipelining faster than it is served waits in its socket buffer
 
     # -- internals
-    def _bad_request(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            body = b'{"message":"Bad request"}'
-            self.transport.write(
-                b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                b"Content-Length: %d\r\n\r\n%b" % (len(body), body)
-            )
-            self.transport.close()
+    def reject(self, status: int, message: str) -> None:
+        """Answer a protocol error with the owner's error answer, then close the connection."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.transport.write(self.server.closing_answer(status, message))
+        self.keep_alive = False
+        self.transport.close()
 
     def pause(self) -> None:
         if not self._paused and self.transport is not None:
@@ -316,6 +427,10 @@ class HttpProtocol(asyncio.Protocol):
             fut = asyncio.get_running_loop().create_future()
             self._drain_waiters.append(fut)
             await fut
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
 
     def _start(self) -> None:
         """Serve the queue. A request that arrived whole goes to the fast handler right here, in
@@ -342,7 +457,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def _fail(self, resp: Response) -> None:
         if not resp.started:
-            resp.send(500, b'{"message":"Internal Server Error"}', {"Content-Type": "application/json"})
+            body, headers = self.server.error_answer(500, "Internal Server Error")
+            resp.send(500, body, headers)
         else:
             self.keep_alive = False
 
@@ -352,12 +468,25 @@ class HttpProtocol(asyncio.Protocol):
             if resp.started:
                 resp.end()
             else:
-                resp.send(500, b"")
+                self._fail(resp)
+        self.in_flight -= 1
         if not self.keep_alive:
-            if self.transport is not None:
-                self.transport.close()
+            self.close()
             return False
+        if self.in_flight == 0:
+            self.idle_since = self.server.clock()
+        self.resume()
         return True
+
+    async def _finish_body(self, req: Request) -> None:
+        """After an early answer, take in (and drop) the rest of the body, so that the client reads
+        the answer instead of a reset; the connection stays open if the body ends in good time."""
+        declared = req._declared_size()
+        if declared is not None and declared - req._size > _DRAIN_LIMIT:
+            self.keep_alive = False  # too much to wait for: linger briefly, then close
+        arrived = await req.discard(self.limits.keep_alive_s if self.keep_alive else _LINGER_S)
+        if not arrived:
+            self.keep_alive = False
 
     async def _serve(self, first: tuple[Request, Response, Awaitable[None]] | None = None) -> None:
         try:
@@ -376,12 +505,11 @@ class HttpProtocol(asyncio.Protocol):
                 except Exception:
                     log.exception("unhandled error serving %s %s", req.method, req.path)
                     self._fail(resp)
-                if not req._complete:
-                    try:  # consume an unread body so the next request parses
-                        async for _ in req.stream():
-                            pass
-                    except ConnectionError:
-                        break
+                if not req._complete:  # answered before the whole body arrived
+                    if not resp.started:
+                        self._fail(resp)
+                    resp.end()
+                    await self._finish_body(req)
                 if not self._close_out(req, resp):
                     break
         finally:
@@ -391,27 +519,75 @@ class HttpProtocol(asyncio.Protocol):
 class HttpServer:
     """A listening socket served by HttpProtocol; close() also drops every open connection."""
 
-    def __init__(self, handler: Handler, fast: FastHandler | None = None) -> None:
+    def __init__(self, handler: Handler, fast: FastHandler | None = None, *,
+                 limits: ServerLimits | None = None, error_answer: ErrorAnswer = plain_error) -> None:
         self.handler = handler
         self.fast = fast
+        self.limits = limits or ServerLimits()
+        self.error_answer = error_answer
         self.server: asyncio.base_events.Server | None = None
         self.connections: set[HttpProtocol] = set()
+        self.clock = time.monotonic
+        self._sweeper: asyncio.TimerHandle | None = None
 
     def _make_protocol(self) -> HttpProtocol:
-        proto = HttpProtocol(self.handler, self.connections.discard, self.fast)
+        if len(self.connections) >= self.limits.max_connections:
+            return _Refused(self)  # type: ignore[return-value]
+        proto = HttpProtocol(self)
         self.connections.add(proto)
         return proto
+
+    def closing_answer(self, status: int, message: str) -> bytes:
+        """A whole error response, on a connection about to close."""
+        body, headers = self.error_answer(status, message)
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers)
+        return (f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\n{head}Connection: close\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1") + body
+
+    def forget(self, proto: HttpProtocol) -> None:
+        self.connections.discard(proto)
 
     async def listen(self, host: str, port: int) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(self._make_protocol, host, port, reuse_address=True, backlog=512)
+        self._schedule_sweep()
         addr = self.server.sockets[0].getsockname()
         return addr[0], addr[1]
 
+    def _schedule_sweep(self) -> None:
+        interval = min(max(self.limits.keep_alive_s / 4, 0.05), 5.0)
+        self._sweeper = asyncio.get_running_loop().call_later(interval, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close connections idle (or stalled mid-request) for longer than keep_alive_s."""
+        deadline = self.clock() - self.limits.keep_alive_s
+        for proto in list(self.connections):
+            if proto.in_flight == 0:
+                if proto.idle_since < deadline:
+                    proto.close()
+            elif proto._current is not None and proto.last_data < deadline:
+                proto.close()  # a request body that stopped arriving
+        self._schedule_sweep()
+
     def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         if self.server is not None:
             self.server.close()
         for proto in list(self.connections):
             if proto.transport is not None:
                 proto.transport.abort()
         self.connections.clear()
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over the cap: answered 503 and closed at once."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        limit = self.server.limits.max_connections
+        transport.write(self.server.closing_answer(503, f"Too many open connections (at most {limit})"))  # type: ignore[attr-defined]
+        transport.close()

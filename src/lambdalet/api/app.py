@@ -7,16 +7,18 @@ import json
 import logging
 import os
 import re
+import resource
 import uuid
 from dataclasses import dataclass, field
 
-from lambdalet.api.errors import AwsError, service_error
+from lambdalet.api.errors import AwsError, protocol_error, service_error
 from lambdalet.api.function_urls import FunctionUrls, url_target
 from lambdalet.api.functions import FunctionManager
 from lambdalet.api.invoker import Invoker
 from lambdalet.api.lambda_api import LambdaApi
 from lambdalet.api.logs_api import TARGET_PREFIX, LogsApi
-from lambdalet.http11 import BodyTooLarge, HttpServer, Request, Response
+from lambdalet.http11 import BodyTooLarge, HttpServer, Request, Response, ServerLimits
+from lambdalet.limits import KEEP_ALIVE_S, MAX_API_REQUEST, MAX_CONNECTIONS, MAX_HEAD_BYTES
 from lambdalet.scheduler import Limits, Scheduler
 from lambdalet.store import AsyncEventQueue, CodeStore, FunctionStore, LogStore, connect
 
@@ -38,6 +40,8 @@ class Settings:
     async_retry_delay_s: float = 60.0
     interpreters: dict[str, str] = field(default_factory=dict)
     memory_limit: bool = True
+    keep_alive_s: float = KEEP_ALIVE_S
+    max_connections: int = MAX_CONNECTIONS
 
 
 class FrontDoor:
@@ -60,7 +64,8 @@ class FrontDoor:
         self.lambda_api = LambdaApi(self.functions, self.invoker)
         self.logs_api = LogsApi(self.logs, settings.region, settings.account)
         self.urls = FunctionUrls(self.functions, self.invoker)
-        self.http = HttpServer(self.handle, self.fast)
+        limits = ServerLimits(MAX_HEAD_BYTES, settings.keep_alive_s, _connection_cap(settings.max_connections))
+        self.http = HttpServer(self.handle, self.fast, limits=limits, error_answer=protocol_error)
         self.address = ("", 0)
 
     async def start(self) -> None:
@@ -121,9 +126,10 @@ class FrontDoor:
         amz_target = req.headers.get("x-amz-target", "")
         if amz_target.startswith(TARGET_PREFIX):
             try:
-                raw = await req.read(1 << 20)
+                raw = await req.read(MAX_API_REQUEST)
             except BodyTooLarge:
-                raise AwsError(400, "InvalidParameterException", "Request too large") from None
+                raise AwsError(413, "InvalidParameterException",
+                               f"Request must be smaller than {MAX_API_REQUEST} bytes") from None
             doc = self.logs_api.handle(amz_target, raw)
             resp.send(200, json.dumps(doc).encode(),
                       {"Content-Type": "application/x-amz-json-1.1", "x-amzn-RequestId": request_id})
@@ -142,3 +148,12 @@ class FrontDoor:
             resp.send(200, b'{"status":"ok"}', {"Content-Type": "application/json"})
             return
         raise AwsError(404, "UnknownOperationException", f"Unknown operation {req.method} {req.path}")
+
+
+def _connection_cap(wanted: int) -> int:
+    """wanted, within the open-files limit: half of it stays for environments (pipes, Runtime API
+    sockets) and the database. (Not raised here: functions inherit it, and Lambda's is 1,024.)"""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, soft // 2))

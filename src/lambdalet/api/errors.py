@@ -40,3 +40,14 @@ def conflict(message: str) -> AwsError:
 
 def service_error(message: str = "An internal error occurred.") -> AwsError:
     return AwsError(500, "ServiceException", message, error_kind="Service")
+
+
+_PROTOCOL_CODES = {400: "InvalidRequestContentException", 413: "RequestTooLargeException",
+                   431: "RequestTooLargeException"}
+
+
+def protocol_error(status: int, message: str) -> tuple[bytes, list[tuple[str, str]]]:
+    """The front door's answer to a request it cannot even parse (http11's error_answer)."""
+    kind = "User" if status < 500 else "Service"
+    err = AwsError(status, _PROTOCOL_CODES.get(status, "ServiceException"), message, error_kind=kind)
+    return err.body(), [("Content-Type", "application/json"), ("x-amzn-ErrorType", err.code)]

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 from lambdalet.api.errors import AwsError
 from lambdalet.api.functions import FunctionManager
 from lambdalet.api.invoker import Invoker
-from lambdalet.http11 import BodyTooLarge, Request, Response
+from lambdalet.http11 import BodyTooLarge, Request, Response, valid_field
 from lambdalet.invocation import Invocation, Outcome, ResponseStream
 from lambdalet.limits import MAX_PAYLOAD
 
@@ -110,6 +110,7 @@ def map_result(payload: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
             headers.append(("Content-Type", "application/json"))
         for cookie in doc.get("cookies") or []:
             headers.append(("Set-Cookie", str(cookie)))
+        _check_headers(headers)
         body = doc.get("body")
         if body is None:
             data = b""
@@ -123,6 +124,13 @@ def map_result(payload: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
     if isinstance(doc, dict | list):
         payload = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
     return 200, [("Content-Type", "application/json")], payload
+
+
+def _check_headers(headers: list[tuple[str, str]]) -> None:
+    """A header that cannot be one header line (CR, LF, NUL, a bad name) makes the result invalid: 502."""
+    for name, value in headers:
+        if not valid_field(name, value):
+            raise ValueError(f"invalid response header {name!r}")
 
 
 def cors_headers(cors: dict[str, Any] | None, req: Request, preflight: bool = False) -> list[tuple[str, str]]:
@@ -264,6 +272,9 @@ class FunctionUrls:
                 headers += [("Set-Cookie", str(c)) for c in meta.get("cookies") or []]
             except (ValueError, TypeError, AttributeError):
                 status, headers = 200, []
+            if not all(valid_field(k, v) for k, v in headers):
+                _server_error(resp)
+                return
             if not any(k.lower() == "content-type" for k, _ in headers):
                 headers.append(("Content-Type", "application/octet-stream"))
         if not received and stream.closed and stream.error_type is not None and stream.size == 0:

@@ -7,9 +7,9 @@ import binascii
 import json
 import logging
 
-from lambdalet.http11 import BodyTooLarge, HttpServer, Request, Response
+from lambdalet.http11 import BodyTooLarge, HttpServer, Request, Response, ServerLimits
 from lambdalet.invocation import Outcome, ResponseStream, error_document
-from lambdalet.limits import MAX_PAYLOAD
+from lambdalet.limits import MAX_HEAD_BYTES, MAX_PAYLOAD, RUNTIME_API_KEEP_ALIVE_S, RUNTIME_API_MAX_CONNECTIONS
 from lambdalet.runtime_api.session import RuntimeApiError, RuntimeSession, platform_error_type
 
 log = logging.getLogger("lambdalet.runtime_api")
@@ -19,9 +19,22 @@ _OK = b'{"status":"OK"}\n'  # RAPID's JSON encoder ends bodies with a newline
 _JSON = {"Content-Type": "application/json"}
 
 
+_LIMITS = ServerLimits(MAX_HEAD_BYTES, RUNTIME_API_KEEP_ALIVE_S, RUNTIME_API_MAX_CONNECTIONS)
+_PROTOCOL_ERRORS = {400: "InvalidRequest", 431: "RequestHeaderFieldsTooLarge", 503: "TooManyConnections",
+                    500: "InternalError"}
+
+
+def _error_body(error_type: str, message: str) -> bytes:
+    return json.dumps({"errorMessage": message, "errorType": error_type}, separators=(",", ":")).encode() + b"\n"
+
+
 def _error(resp: Response, err: RuntimeApiError) -> None:
-    body = json.dumps({"errorMessage": err.message, "errorType": err.error_type}, separators=(",", ":"))
-    resp.send(err.status, body.encode() + b"\n", _JSON)
+    resp.send(err.status, _error_body(err.error_type, err.message), _JSON)
+
+
+def _protocol_error(status: int, message: str) -> tuple[bytes, list[tuple[str, str]]]:
+    """http11's error_answer: the Runtime API's error document."""
+    return _error_body(_PROTOCOL_ERRORS.get(status, "InternalError"), message), [("Content-Type", "application/json")]
 
 
 def too_large_error(size: int) -> Outcome:
@@ -37,7 +50,7 @@ class RuntimeApiServer:
 
     def __init__(self, session: RuntimeSession) -> None:
         self.session = session
-        self.http = HttpServer(self.handle, self.fast)
+        self.http = HttpServer(self.handle, self.fast, limits=_LIMITS, error_answer=_protocol_error)
         self.address = ""
 
     async def start(self) -> str:
