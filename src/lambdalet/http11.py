@@ -215,10 +215,25 @@ class Request:
         return self._complete and self._error is None
 
 
+class Prebuilt:
+    """A constant response, turned into bytes once (both with and without Connection: close)."""
+
+    __slots__ = ("body", "close", "headers", "keep", "status")
+
+    def __init__(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
+        if not all(valid_field(k, v) for k, v in headers):
+            raise InvalidHeader(f"a header of a prebuilt {status} response holds CR, LF or NUL")
+        self.status, self.body, self.headers = status, body, headers
+        head = f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers)
+        head += f"Content-Length: {len(body)}\r\n"
+        self.keep = (head + "\r\n").encode("latin-1") + body
+        self.close = (head + "Connection: close\r\n\r\n").encode("latin-1") + body
+
+
 class Response:
     """Writes one response: send() for a whole body, or start()/write()/end() to stream it chunked."""
 
-    __slots__ = ("_proto", "_request", "chunked", "finished", "started")
+    __slots__ = ("_on_finish", "_proto", "_request", "chunked", "finished", "on_lost", "started")
 
     def __init__(self, proto: HttpProtocol, request: Request) -> None:
         self._proto = proto
@@ -226,6 +241,8 @@ class Response:
         self.started = False
         self.finished = False
         self.chunked = False
+        self._on_finish: Callable[[], None] | None = None  # set while the answer is deferred
+        self.on_lost: Callable[[], None] | None = None  # a deferred answer's client went away
 
     def _head(self, status: int, headers: list[tuple[str, str]] | dict[str, str], extra: str) -> bytes:
         items = headers.items() if isinstance(headers, dict) else headers
@@ -253,6 +270,20 @@ class Response:
         head = self._head(status, headers, extra)
         self.started = self.finished = True
         self._proto.write(head if no_body else head + body)
+        if self._on_finish is not None:
+            self._on_finish()
+
+    def send_prebuilt(self, answer: Prebuilt) -> None:
+        """Send a constant response built once (the hot path's fixed answers)."""
+        if self._request.method == "HEAD":
+            self.send(answer.status, answer.body, answer.headers)
+            return
+        if self.started:
+            raise RuntimeError("response already started")
+        self.started = self.finished = True
+        self._proto.write(answer.keep if self._proto.keep_alive else answer.close)
+        if self._on_finish is not None:
+            self._on_finish()
 
     def start(self, status: int, headers: list[tuple[str, str]] | dict[str, str] = ()) -> None:
         """Start a chunked response; follow with write() and end()."""
@@ -277,12 +308,22 @@ class Response:
         items = [(k, v) for k, v in (trailers or {}).items() if valid_field(k, v)]
         tail = "".join(f"{k}: {v}\r\n" for k, v in items)
         self._proto.write(b"0\r\n" + tail.encode("utf-8") + b"\r\n")
+        if self._on_finish is not None:
+            self._on_finish()
 
 
+class _Deferred:
+    """What a fast handler returns when it will answer later, from a callback (no task waits)."""
+
+    __slots__ = ()
+
+
+DEFER = _Deferred()
 Handler = Callable[[Request, Response], Awaitable[None]]
-# Called for a request that arrived whole: answers it synchronously and returns None, or returns
-# what is left to await (usually handler(req, resp)).
-FastHandler = Callable[[Request, Response], Awaitable[None] | None]
+# Called for a request that arrived whole: answers it synchronously and returns None; or returns
+# DEFER and answers later with send() (resp.on_lost is called instead if the client goes first);
+# or returns what is left to await (usually handler(req, resp)).
+FastHandler = Callable[[Request, Response], Awaitable[None] | _Deferred | None]
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -303,6 +344,7 @@ class HttpProtocol(asyncio.Protocol):
         self._in_head = True  # between requests or inside a request line / headers
         self._head_bytes = 0
         self._queue: deque[Request] = deque()
+        self._deferred: tuple[Request, Response] | None = None  # answered later by a callback
         self._task: asyncio.Task[None] | None = None
         self._paused = False  # flow control: the reader has enough buffered
         self._reading = True  # the transport is reading
@@ -399,6 +441,12 @@ class HttpProtocol(asyncio.Protocol):
                 w.set_result(None)
         if self._task is not None and not self._task.done():
             self._task.cancel()
+        if self._deferred is not None:
+            resp = self._deferred[1]
+            self._deferred = None
+            resp._on_finish = None
+            if resp.on_lost is not None:
+                resp.on_lost()
         self.server.forget(self)
 
     def pause_writing(self) -> None:
@@ -507,24 +555,43 @@ class HttpProtocol(asyncio.Protocol):
         """Serve the queue. A request that arrived whole goes to the fast handler right here, in
         data_received, saving a loop iteration on the hot path; what it returns (if anything) is
         awaited in the connection's task."""
-        if self._task is not None or not self._queue:
+        if self._task is not None or self._deferred is not None or not self._queue:
             return
-        req = self._queue[0]
         first: tuple[Request, Response, Awaitable[None]] | None = None
-        if self.fast is not None and req._complete and len(self._queue) == 1:
-            self._queue.popleft()
+        if self.fast is not None and self._queue[0]._complete and len(self._queue) == 1:
+            req = self._queue.popleft()
             resp = Response(self, req)
-            try:
-                rest = self.fast(req, resp)
-            except Exception:
-                log.exception("unhandled error serving %s %s", req.method, req.path)
-                rest = None
-                self._fail(resp)
+            rest = self._run_fast(req, resp)
             if rest is None:
                 self._close_out(req, resp)
                 return
-            first = (req, resp, rest)
+            if rest is DEFER:
+                return
+            first = (req, resp, rest)  # type: ignore[assignment]
         self._task = asyncio.get_running_loop().create_task(self._serve(first))
+
+    def _run_fast(self, req: Request, resp: Response) -> Awaitable[None] | _Deferred | None:
+        try:
+            rest = self.fast(req, resp)  # type: ignore[misc]
+        except Exception:
+            log.exception("unhandled error serving %s %s", req.method, req.path)
+            self._fail(resp)
+            return None
+        if rest is DEFER:
+            if resp.finished:
+                return None  # answered after all
+            self._deferred = (req, resp)
+            resp._on_finish = self._deferred_done
+        return rest
+
+    def _deferred_done(self) -> None:
+        if self._deferred is None:
+            return
+        req, resp = self._deferred
+        self._deferred = None
+        resp._on_finish = None
+        if self._close_out(req, resp) and self._queue:
+            self._start()
 
     def _fail(self, resp: Response) -> None:
         if not resp.started:
@@ -570,7 +637,19 @@ class HttpProtocol(asyncio.Protocol):
                 else:
                     req = self._queue.popleft()
                     resp = Response(self, req)
-                    work = self.handler(req, resp)
+                    if self.fast is not None and req._complete:  # pipelined, or sent while we answered
+                        rest = self._run_fast(req, resp)
+                        if rest is DEFER:
+                            break  # _deferred_done serves the rest of the queue
+                        if rest is None:
+                            if not self._close_out(req, resp):
+                                break
+                            if self._queue:
+                                await asyncio.sleep(0)
+                            continue
+                        work = rest  # type: ignore[assignment]
+                    else:
+                        work = self.handler(req, resp)
                 try:
                     await work
                 except asyncio.CancelledError:

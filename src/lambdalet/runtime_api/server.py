@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import logging
 
-from lambdalet.http11 import BodyTooLarge, HttpServer, Request, Response, ServerLimits
+from lambdalet.http11 import DEFER, BodyTooLarge, HttpServer, Prebuilt, Request, Response, ServerLimits
 from lambdalet.invocation import Outcome, ResponseStream, error_document
 from lambdalet.limits import MAX_HEAD_BYTES, MAX_PAYLOAD, RUNTIME_API_KEEP_ALIVE_S, RUNTIME_API_MAX_CONNECTIONS
 from lambdalet.runtime_api.session import RuntimeApiError, RuntimeSession, platform_error_type
@@ -15,8 +16,9 @@ from lambdalet.runtime_api.session import RuntimeApiError, RuntimeSession, platf
 log = logging.getLogger("lambdalet.runtime_api")
 
 PREFIX = "/2018-06-01/runtime/"
-_OK = b'{"status":"OK"}\n'  # RAPID's JSON encoder ends bodies with a newline
 _JSON = {"Content-Type": "application/json"}
+_ACCEPTED = Prebuilt(202, b'{"status":"OK"}\n', [("Content-Type", "application/json")])  # RAPID's JSON ends in \n
+_NEXT = PREFIX + "invocation/next"
 
 
 _LIMITS = ServerLimits(MAX_HEAD_BYTES, RUNTIME_API_KEEP_ALIVE_S, RUNTIME_API_MAX_CONNECTIONS)
@@ -63,8 +65,21 @@ class RuntimeApiServer:
         self.http.close()
 
     def fast(self, req: Request, resp: Response):
-        """A buffered /response that arrived whole is answered right away (the hot path)."""
+        """The hot path, for requests that arrived whole: /next parks without a task (answered by the
+        session the moment an invocation is assigned), a buffered /response is answered right away."""
         path = req.path
+        if path == _NEXT and req.method == "GET":
+            deliver = functools.partial(self._send_event, resp)
+            try:
+                inv = self.session.park_next(deliver)
+            except RuntimeApiError as err:
+                _error(resp, err)
+                return None
+            if inv is not None:
+                self._send_event(resp, inv)
+                return None
+            resp.on_lost = functools.partial(self.session.unpark, deliver)
+            return DEFER
         if (req.method == "POST" and path.startswith(PREFIX + "invocation/") and path.endswith("/response")
                 and "lambda-runtime-function-response-mode" not in req.headers):
             request_id = path[len(PREFIX + "invocation/"):-len("/response")]
@@ -82,7 +97,7 @@ class RuntimeApiServer:
             raise RuntimeApiError(
                 413, "RequestEntityTooLarge", f"Exceeded maximum allowed payload size ({MAX_PAYLOAD} bytes).")
         self.session.respond(inv, Outcome(payload=body, content_type=content_type or "application/json"))
-        resp.send(202, _OK, _JSON)
+        resp.send_prebuilt(_ACCEPTED)
 
     async def handle(self, req: Request, resp: Response) -> None:
         path = req.path
@@ -107,9 +122,7 @@ class RuntimeApiServer:
                 _error(resp, err)
 
     async def _next(self, resp: Response) -> None:
-        inv = await self.session.next(lambda inv: self._send_event(resp, inv))
-        if not resp.started:
-            self._send_event(resp, inv)
+        self._send_event(resp, await self.session.next())
 
     @staticmethod
     def _send_event(resp: Response, inv) -> None:
@@ -168,7 +181,7 @@ class RuntimeApiServer:
             except (binascii.Error, ValueError):
                 error_body = None
         stream.close(error_type, error_body)
-        resp.send(202, _OK, _JSON)
+        resp.send_prebuilt(_ACCEPTED)
 
     async def _invocation_error(self, req: Request, resp: Response, request_id: str) -> None:
         inv = self.session.check_response(request_id, "InvocationErrorResponse")
@@ -185,7 +198,7 @@ class RuntimeApiServer:
         self.session.respond(inv, Outcome(
             payload=body, content_type="application/json", function_error="Unhandled", error_type=error_type,
         ))
-        resp.send(202, _OK, _JSON)
+        resp.send_prebuilt(_ACCEPTED)
 
     async def _init_error(self, req: Request, resp: Response) -> None:
         header = req.headers.get("lambda-runtime-function-error-type")
@@ -197,4 +210,4 @@ class RuntimeApiServer:
             error_type = platform_error_type(header)
             body = error_document(error_type, "Unknown application error occurred")
         self.session.init_failed(header, body)
-        resp.send(202, _OK, _JSON)
+        resp.send_prebuilt(_ACCEPTED)

@@ -76,8 +76,8 @@ class RuntimeSession:
         self.listener = listener
         self.state = State.STARTED
         self.current: Invocation | None = None
-        self._waiter: asyncio.Future[Invocation] | None = None
-        self._deliver: Callable[[Invocation], None] | None = None
+        self._deliver: Callable[[Invocation], None] | None = None  # the parked /next
+        self._waiter: asyncio.Future[Invocation] | None = None  # next()'s, while it waits
 
     # -- called by the environment
     def assign(self, inv: Invocation) -> None:
@@ -86,26 +86,51 @@ class RuntimeSession:
             raise RuntimeError(f"runtime not ready for an invocation (state {self.state.value})")
         self.current = inv
         self.state = State.RUNNING
-        if self._waiter is not None and not self._waiter.done():
-            if self._deliver is not None:
-                self._deliver(inv)  # answer the parked /next now, not one loop iteration later
-            self._waiter.set_result(inv)  # otherwise the runtime's next /next gets it
-        self._waiter = None
-        self._deliver = None
+        deliver, self._deliver = self._deliver, None
+        if deliver is not None:
+            deliver(inv)  # answer the parked /next now; without one, the runtime's next /next gets it
 
     @property
     def parked(self) -> bool:
-        return self._waiter is not None and not self._waiter.done()
+        return self._deliver is not None
 
     def close(self) -> None:
         """The process is gone: drop a parked /next."""
+        self._deliver = None
         if self._waiter is not None and not self._waiter.done():
             self._waiter.cancel()
         self._waiter = None
 
     # -- called by the Runtime API server
-    async def next(self, deliver: Callable[[Invocation], None] | None = None) -> Invocation:
-        """The runtime's /next: the invocation to run; deliver, if given, is called the moment it is assigned."""
+    async def next(self) -> Invocation:
+        """The runtime's /next, awaited: the invocation to run."""
+        fut = asyncio.get_running_loop().create_future()
+
+        def deliver(inv: Invocation) -> None:
+            if not fut.done():
+                fut.set_result(inv)
+
+        inv = self.park_next(deliver)
+        if inv is not None:
+            return inv
+        self._waiter = fut
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            self.unpark(deliver)
+            raise
+        finally:
+            if self._waiter is fut:
+                self._waiter = None
+
+    def unpark(self, deliver: Callable[[Invocation], None]) -> None:
+        """The parked /next's connection went away: the runtime's next /next gets the invocation."""
+        if self._deliver is deliver:
+            self._deliver = None
+
+    def park_next(self, deliver: Callable[[Invocation], None]) -> Invocation | None:
+        """The runtime's /next: the invocation to run now, or None when deliver(invocation) is
+        called later, the moment one is assigned (a newer /next replaces one left parked)."""
         state = self.state
         if state is State.INIT_ERROR:
             raise invalid_transition("InitError", "Ready")
@@ -119,11 +144,8 @@ class RuntimeSession:
             self.listener.invocation_finished()
         if self.state is State.RUNNING and self.current is not None:
             return self.current  # the listener assigned an invocation synchronously
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.cancel()  # a newer /next replaces one left parked
-        self._waiter = asyncio.get_running_loop().create_future()
         self._deliver = deliver
-        return await self._waiter
+        return None
 
     def check_response(self, request_id: str, target: str) -> Invocation:
         """Validate a /response or /error for request_id; returns the invocation it answers."""
