@@ -5,22 +5,26 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import secrets
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from lambdalet.limits import LOG_TAIL_BYTES
 
+_VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
+
 
 def new_request_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID, as Lambda's request ids are: one getrandom call, ~1 µs less than uuid4()."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 def new_trace_id() -> str:
     """An X-Ray trace header as Lambda passes it even when active tracing is off."""
-    return f"Root=1-{int(time.time()):08x}-{secrets.token_hex(12)};Parent={secrets.token_hex(8)};Sampled=0"
+    h = os.urandom(20).hex()
+    return f"Root=1-{int(time.time()):08x}-{h[:24]};Parent={h[24:]};Sampled=0"
 
 
 class ResponseStream:
