@@ -29,10 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
-from common import free_port, spawn_until_next, summary, zip_files
+from common import WORK, Invoker, base_env, free_port, prepare_tools, spawn_until_next, start_rie, summary, zip_files
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -40,50 +39,14 @@ sys.path.insert(0, str(ROOT / "src"))
 from lambdalet.environment.managed import RuntimeContext  # noqa: E402
 from lambdalet.environment.managed.python import find_interpreter, launch_spec  # noqa: E402
 
-WORK = Path(os.environ.get("LAMBDALET_BENCH_DIR", "/tmp/lambdalet-bench"))
 APP = "def handler(event, context):\n    return {'ok': True, 'echo': event}\n"
 EVENT = b'{"hello": "world", "n": 42}'
-
-
-def run(cmd: list[str], **kw) -> None:
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, **kw)
-
-
-def prepare_tools(python: str) -> tuple[Path, Path]:
-    """A venv with awslambdaric, and the aws-lambda-rie binary out of the aws-sam-cli wheel."""
-    venv = WORK / f"venv-{Path(python).name}"
-    if not (venv / "bin" / "python").exists():
-        run([python, "-m", "venv", str(venv)])
-    if subprocess.run([str(venv / "bin" / "python"), "-c", "import awslambdaric"],
-                      capture_output=True).returncode:
-        run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "awslambdaric"])
-    rie = WORK / "aws-lambda-rie"
-    if not rie.exists():
-        wheels = WORK / "wheels"
-        if not list(wheels.glob("aws_sam_cli-*.whl")):
-            run([str(venv / "bin" / "python"), "-m", "pip", "download", "-q", "--no-deps", "aws-sam-cli",
-                 "-d", str(wheels)])
-        wheel = sorted(wheels.glob("aws_sam_cli-*.whl"))[-1]
-        with zipfile.ZipFile(wheel) as zf:
-            rie.write_bytes(zf.read("samcli/local/rapid/aws-lambda-rie-x86_64"))
-        rie.chmod(0o755)
-    return venv / "bin" / "python", rie
 
 
 def lambdalet_argv(runtime: str) -> tuple[list[str], dict[str, str]]:
     spec = launch_spec(RuntimeContext(runtime=runtime, task_root="", handler="app.handler", user_env={},
                                       interpreters={}))
     return spec.argv, spec.env
-
-
-def base_env(task: Path) -> dict[str, str]:
-    return {
-        "PATH": os.environ["PATH"], "LANG": "C.UTF-8", "TZ": ":UTC", "LAMBDA_TASK_ROOT": str(task),
-        "_HANDLER": "app.handler", "AWS_LAMBDA_FUNCTION_NAME": "bench",
-        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128", "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/bench",
-        "AWS_LAMBDA_LOG_STREAM_NAME": "bench", "AWS_REGION": "us-east-1",
-    }
 
 
 def time_to_first_next(variants: dict[str, tuple[list[str], dict[str, str]]], task: Path,
@@ -174,36 +137,6 @@ class LoopHarness:
 
 
 
-class Invoker:
-    """Sequential synchronous invokes over one keep-alive HTTP connection; once() times one."""
-
-    def __init__(self, port: int, path: str) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        self.path = path
-        deadline = time.time() + 30
-        while True:  # wait for the endpoint and the environment's init
-            try:
-                self.once()
-                break
-            except (OSError, AssertionError, http.client.HTTPException):
-                self.conn.close()
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def once(self) -> float:
-        start = time.perf_counter()
-        self.conn.request("POST", self.path, body=EVENT)
-        resp = self.conn.getresponse()
-        body = resp.read()
-        elapsed = time.perf_counter() - start
-        assert resp.status == 200 and b'"ok"' in body, body
-        return elapsed
-
-    def close(self) -> None:
-        self.conn.close()
-
-
 def interleaved(harnesses: dict, count: int, warmup: int = 20) -> dict[str, list[float]]:
     """Run `count` timed calls of each harness's once(), alternating so background load hits all alike."""
     for _ in range(warmup):
@@ -214,13 +147,6 @@ def interleaved(harnesses: dict, count: int, warmup: int = 20) -> dict[str, list
         for name, harness in harnesses.items():
             times[name].append(harness.once())
     return times
-
-
-def start_rie(rie: Path, argv: list[str], env: dict[str, str], task: Path) -> tuple[subprocess.Popen, Invoker]:
-    port = free_port()
-    proc = subprocess.Popen([str(rie), "--runtime-interface-emulator-address", f"127.0.0.1:{port}", *argv],
-                            cwd=task, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return proc, Invoker(port, "/2015-03-31/functions/function/invocations")
 
 
 def start_lambdalet_serve(runtime: str, data_dir: str) -> tuple[subprocess.Popen, Invoker] | None:
