@@ -8,7 +8,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS functions (
     name TEXT PRIMARY KEY,
     config TEXT NOT NULL,           -- FunctionConfiguration as AWS returns it (JSON)
-    code_sha TEXT NOT NULL,         -- hex sha256 of the zip; the code lives in code/<sha>/
+    code_sha TEXT NOT NULL,         -- hex sha256 of the zip, unpacked in code/<sha>/
     url_config TEXT,                -- FunctionUrlConfig (JSON) or NULL
     reserved_concurrency INTEGER,
     created REAL NOT NULL
@@ -24,10 +24,12 @@ CREATE TABLE IF NOT EXISTS async_events (
     created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS log_groups (
-    name TEXT PRIMARY KEY,
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
     created INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS log_streams (
+    id INTEGER PRIMARY KEY,
     group_name TEXT NOT NULL,
     name TEXT NOT NULL,
     created INTEGER NOT NULL,
@@ -35,18 +37,18 @@ CREATE TABLE IF NOT EXISTS log_streams (
     last_event INTEGER,
     last_ingestion INTEGER,
     stored_bytes INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (group_name, name)
+    UNIQUE (group_name, name)
 );
 CREATE TABLE IF NOT EXISTS log_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    group_name TEXT NOT NULL,
-    stream_name TEXT NOT NULL,
+    stream_id INTEGER NOT NULL,     -- log_streams.id
+    group_id INTEGER NOT NULL,      -- log_groups.id
     timestamp INTEGER NOT NULL,
     ingestion INTEGER NOT NULL,
     message TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS log_events_by_stream ON log_events (group_name, stream_name, id);
-CREATE INDEX IF NOT EXISTS log_events_by_time ON log_events (group_name, timestamp);
+CREATE INDEX IF NOT EXISTS log_events_by_stream ON log_events (stream_id, id);
+CREATE INDEX IF NOT EXISTS log_events_by_group ON log_events (group_id, id);
 """
 
 
@@ -56,5 +58,32 @@ def connect(path: str) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute("PRAGMA foreign_keys=ON")
+    _migrate_logs(db)
     db.executescript(SCHEMA)
     return db
+
+
+def _migrate_logs(db: sqlite3.Connection) -> None:
+    """Data dirs from before log events referred to streams by id: their logs move to the new tables."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(log_events)")}
+    if "group_name" not in columns:
+        return
+    with db:
+        db.execute("BEGIN")
+        for table in ("log_groups", "log_streams", "log_events"):
+            db.execute(f"ALTER TABLE {table} RENAME TO old_{table}")
+        db.execute("DROP INDEX IF EXISTS log_events_by_stream")
+        db.execute("DROP INDEX IF EXISTS log_events_by_time")
+        for statement in SCHEMA.split(";"):  # (executescript would commit the transaction first)
+            if statement.strip():
+                db.execute(statement)
+        db.execute("INSERT INTO log_groups (name, created) SELECT name, created FROM old_log_groups")
+        db.execute("INSERT INTO log_streams (group_name, name, created, first_event, last_event, last_ingestion,"
+                   " stored_bytes) SELECT group_name, name, created, first_event, last_event, last_ingestion,"
+                   " stored_bytes FROM old_log_streams")
+        db.execute("INSERT INTO log_events (id, stream_id, group_id, timestamp, ingestion, message)"
+                   " SELECT e.id, s.id, g.id, e.timestamp, e.ingestion, e.message FROM old_log_events e"
+                   " JOIN log_streams s ON s.group_name = e.group_name AND s.name = e.stream_name"
+                   " JOIN log_groups g ON g.name = e.group_name")
+        for table in ("log_events", "log_streams", "log_groups"):
+            db.execute(f"DROP TABLE old_{table}")

@@ -1,15 +1,20 @@
 """Log groups, streams and events (the CloudWatch Logs model), buffered in memory, kept in SQLite.
 
-Appends are buffered and written in batches so logging never slows the invoke path; every query
-flushes first, so readers always see every event appended before they asked.
+Appends only queue a row: a writer thread commits them in batches on a connection of its own, so
+neither SQLite's CPU nor a WAL checkpoint's fsync ever holds up the event loop. Every query flushes
+first, so readers always see every event appended before they asked. Events refer to their stream
+and group by integer ids, allocated here: ~6 µs of SQLite per event instead of ~11 with the names
+in every row and index (measured on 60,000 START lines).
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import time
+import threading
 from dataclasses import dataclass
+from time import time_ns
+
+from lambdalet.store.database import connect
 
 _FLUSH_DELAY = 0.05
 _FLUSH_AT = 2000
@@ -29,62 +34,98 @@ class LogStore:
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
-        self._pending: list[tuple[str, str, int, int, str]] = []
-        self._known_streams: set[tuple[str, str]] = set()
-        self._flush_handle: asyncio.TimerHandle | None = None
+        path = db.execute("PRAGMA database_list").fetchone()[2]
+        self._writer = connect(path) if path else db  # an in-memory database has one connection
+        self._groups: dict[str, int] = dict(db.execute("SELECT name, id FROM log_groups"))
+        self._streams: dict[tuple[str, str], int] = {
+            (g, s): i for i, g, s in db.execute("SELECT id, group_name, name FROM log_streams")}
+        self._next_group = 1 + max(self._groups.values(), default=0)
+        self._next_stream = 1 + max(self._streams.values(), default=0)
+        self._pending: list[tuple[int, int, int, int, str]] = []  # (stream id, group id, ts, ingest, msg)
+        self._new: list[tuple[str, tuple]] = []  # group and stream rows to insert before the events
+        self._lock = threading.Lock()  # one batch at a time, from the thread or from flush()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lambdalet-logs", daemon=True)
+        self._thread.start()
 
     # -- writing
     def append(self, group: str, stream: str, message: str, ts_ms: int) -> None:
-        if (group, stream) not in self._known_streams:
-            self._known_streams.add((group, stream))
-            self.db.execute("INSERT OR IGNORE INTO log_groups (name, created) VALUES (?, ?)", (group, ts_ms))
-            self.db.execute("INSERT OR IGNORE INTO log_streams (group_name, name, created) VALUES (?, ?, ?)",
-                            (group, stream, ts_ms))
-        self._pending.append((group, stream, ts_ms, int(time.time() * 1000), message))
-        if len(self._pending) >= _FLUSH_AT:
-            self.flush()
-        elif self._flush_handle is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self.flush()
-                return
-            self._flush_handle = loop.call_later(_FLUSH_DELAY, self.flush)
+        sid = self._streams.get((group, stream))
+        if sid is None:
+            sid = self._add_stream(group, stream, ts_ms)
+        self._pending.append((sid, self._groups[group], ts_ms, _now_ms(), message))
+
+    def _add_stream(self, group: str, stream: str, ts_ms: int) -> int:
+        gid = self._groups.get(group)
+        if gid is None:
+            gid = self._groups[group] = self._next_group
+            self._next_group += 1
+            self._new.append(("INSERT OR IGNORE INTO log_groups (id, name, created) VALUES (?, ?, ?)",
+                              (gid, group, ts_ms)))
+        sid = self._streams[(group, stream)] = self._next_stream
+        self._next_stream += 1
+        self._new.append(("INSERT OR IGNORE INTO log_streams (id, group_name, name, created) VALUES (?, ?, ?, ?)",
+                          (sid, group, stream, ts_ms)))
+        return sid
+
+    def _run(self) -> None:
+        while not self._closed.wait(_FLUSH_DELAY):
+            if self._pending or self._new:
+                self._write()
 
     def flush(self) -> None:
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
-        if not self._pending:
-            return
-        rows, self._pending = self._pending, []
-        streams: dict[tuple[str, str], list[int]] = {}
-        for group, stream, ts, ingest, message in rows:
-            s = streams.setdefault((group, stream), [ts, ts, ingest, 0])
-            s[0] = min(s[0], ts)
-            s[1] = max(s[1], ts)
-            s[2] = max(s[2], ingest)
-            s[3] += len(message.encode())
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.executemany(
-                "INSERT INTO log_events (group_name, stream_name, timestamp, ingestion, message)"
-                " VALUES (?, ?, ?, ?, ?)", rows)
-            for (group, stream), (first, last, ingest, size) in streams.items():
-                self.db.execute(
+        """Commit everything appended so far (before a query, and at shutdown)."""
+        self._write()
+
+    def _write(self) -> None:
+        with self._lock:
+            # Taken in this order: a stream's row is always committed with or before its events.
+            new, self._new = self._new, []
+            rows, self._pending = self._pending, []
+            if not rows and not new:
+                return
+            totals: dict[int, list[int]] = {}
+            for sid, _, ts, ingest, message in rows:
+                t = totals.get(sid)
+                if t is None:
+                    totals[sid] = [ts, ts, ingest, len(message.encode())]
+                else:
+                    t[0] = min(t[0], ts)
+                    t[1] = max(t[1], ts)
+                    t[2] = max(t[2], ingest)
+                    t[3] += len(message.encode())
+            db = self._writer
+            with db:
+                db.execute("BEGIN")
+                for sql, args in new:
+                    db.execute(sql, args)
+                db.executemany("INSERT INTO log_events (stream_id, group_id, timestamp, ingestion, message)"
+                               " VALUES (?, ?, ?, ?, ?)", rows)
+                db.executemany(
                     "UPDATE log_streams SET first_event = COALESCE(MIN(first_event, ?), ?),"
                     " last_event = MAX(COALESCE(last_event, 0), ?), last_ingestion = ?,"
-                    " stored_bytes = stored_bytes + ? WHERE group_name = ? AND name = ?",
-                    (first, first, last, ingest, size, group, stream))
+                    " stored_bytes = stored_bytes + ? WHERE id = ?",
+                    [(first, first, last, ingest, size, sid) for sid, (first, last, ingest, size) in totals.items()])
+
+    def close(self) -> None:
+        """Commit what is pending and stop the writer."""
+        self._closed.set()
+        self._thread.join(5)
+        self.flush()
+        if self._writer is not self.db:
+            self._writer.close()
 
     def delete_group(self, group: str) -> None:
         self.flush()
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.execute("DELETE FROM log_events WHERE group_name = ?", (group,))
-            self.db.execute("DELETE FROM log_streams WHERE group_name = ?", (group,))
-            self.db.execute("DELETE FROM log_groups WHERE name = ?", (group,))
-        self._known_streams = {k for k in self._known_streams if k[0] != group}
+        gid = self._groups.pop(group, None)
+        if gid is None:
+            return
+        with self._lock, self._writer as db:
+            db.execute("BEGIN")
+            db.execute("DELETE FROM log_events WHERE group_id = ?", (gid,))
+            db.execute("DELETE FROM log_streams WHERE group_name = ?", (group,))
+            db.execute("DELETE FROM log_groups WHERE id = ?", (gid,))
+        self._streams = {k: v for k, v in self._streams.items() if k[0] != group}
 
     # -- reading
     def groups(self, prefix: str = "") -> list[tuple[str, int, int]]:
@@ -112,17 +153,18 @@ class LogStore:
 
     def stream_exists(self, group: str, stream: str) -> bool:
         self.flush()
-        return self.db.execute("SELECT 1 FROM log_streams WHERE group_name = ? AND name = ?",
-                               (group, stream)).fetchone() is not None
+        return (group, stream) in self._streams
 
     def stream_events(self, group: str, stream: str, *, after_id: int | None = None,
                       before_id: int | None = None, start: int | None = None, end: int | None = None,
                       limit: int = 10000, from_head: bool = True) -> list[LogEvent]:
         """Events of one stream in order; from the head, or the newest `limit` ones."""
         self.flush()
-        sql = ["SELECT id, stream_name, timestamp, ingestion, message FROM log_events"
-               " WHERE group_name = ? AND stream_name = ?"]
-        args: list = [group, stream]
+        sid = self._streams.get((group, stream))
+        if sid is None:
+            return []
+        sql = ["SELECT id, timestamp, ingestion, message FROM log_events WHERE stream_id = ?"]
+        args: list = [sid]
         for cond, value in (("id > ?", after_id), ("id < ?", before_id), ("timestamp >= ?", start),
                             ("timestamp < ?", end)):
             if value is not None:
@@ -130,7 +172,7 @@ class LogStore:
                 args.append(value)
         sql.append("ORDER BY id " + ("ASC" if from_head else "DESC") + " LIMIT ?")
         args.append(limit)
-        rows = [LogEvent(*r) for r in self.db.execute(" ".join(sql), args)]
+        rows = [LogEvent(i, stream, ts, ingest, msg) for i, ts, ingest, msg in self.db.execute(" ".join(sql), args)]
         if not from_head:
             rows.reverse()
         return rows
@@ -140,14 +182,17 @@ class LogStore:
                      batch: int = 10000) -> list[LogEvent]:
         """A batch of a group's events in (timestamp, id) order after event after_id."""
         self.flush()
-        sql = ["SELECT id, stream_name, timestamp, ingestion, message FROM log_events WHERE group_name = ?"]
-        args: list = [group]
-        if streams:
-            sql.append(f"AND stream_name IN ({','.join('?' * len(streams))})")
-            args.extend(streams)
-        if stream_prefix:
-            sql.append("AND substr(stream_name, 1, ?) = ?")
-            args.extend([len(stream_prefix), stream_prefix])
+        gid = self._groups.get(group)
+        if gid is None:
+            return []
+        names = {sid: name for (g, name), sid in self._streams.items() if g == group}
+        sql = ["SELECT id, stream_id, timestamp, ingestion, message FROM log_events WHERE group_id = ?"]
+        args: list = [gid]
+        if streams or stream_prefix:
+            wanted = [sid for sid, name in names.items()
+                      if (not streams or name in streams) and name.startswith(stream_prefix)]
+            sql.append(f"AND stream_id IN ({','.join('?' * len(wanted))})")
+            args.extend(wanted)
         if start is not None:
             sql.append("AND timestamp >= ?")
             args.append(start)
@@ -156,4 +201,9 @@ class LogStore:
             args.append(end)
         sql.append("AND id > ? ORDER BY id LIMIT ?")
         args.extend([after_id, batch])
-        return [LogEvent(*r) for r in self.db.execute(" ".join(sql), args)]
+        return [LogEvent(i, names.get(sid, ""), ts, ingest, msg)
+                for i, sid, ts, ingest, msg in self.db.execute(" ".join(sql), args)]
+
+
+def _now_ms() -> int:
+    return time_ns() // 1_000_000
