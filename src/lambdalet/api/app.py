@@ -8,7 +8,6 @@ import logging
 import os
 import re
 import resource
-import uuid
 from dataclasses import dataclass, field
 
 from lambdalet.api.errors import AwsError, protocol_error, service_error
@@ -18,11 +17,13 @@ from lambdalet.api.invoker import Invoker
 from lambdalet.api.lambda_api import LambdaApi
 from lambdalet.api.logs_api import TARGET_PREFIX, LogsApi
 from lambdalet.http11 import BodyTooLarge, HttpServer, Request, Response, ServerLimits
+from lambdalet.invocation import new_request_id
 from lambdalet.limits import KEEP_ALIVE_S, MAX_API_REQUEST, MAX_CONNECTIONS, MAX_HEAD_BYTES
 from lambdalet.scheduler import Limits, Scheduler
 from lambdalet.store import AsyncEventQueue, CodeStore, FunctionStore, LogStore, connect
 
 log = logging.getLogger("lambdalet.api")
+_INVOKE_PREFIX = "/2015-03-31/functions/"
 _CODE_PATH = re.compile(r"^/lambdalet/code/([0-9a-f]{64})\.zip$")
 
 
@@ -56,6 +57,7 @@ class FrontDoor:
         self.logs = LogStore(self.db)
         self.scheduler = Scheduler(self.logs, os.path.join(data, "tmp"),
                                    Limits(settings.max_concurrency, settings.idle_timeout_s))
+        self.scheduler.claim_data_dir(data)  # one server per data dir; ends what a killed one left running
         self.functions = FunctionManager(FunctionStore(self.db), CodeStore(os.path.join(data, "code")),
                                          settings.region, settings.account, os.path.join(data, "opt"),
                                          settings.interpreters, memory_limit=settings.memory_limit)
@@ -81,16 +83,19 @@ class FrontDoor:
         self.invoker.stop_worker()
         self.http.close()
         self.scheduler.shutdown()
-        self.logs.flush()
+        self.logs.close()
         await asyncio.sleep(0)
         self.db.close()
 
     def fast(self, req: Request, resp: Response):
         """Requests that arrived whole: Invoke starts right here; everything else goes to handle()."""
-        if req.method == "POST" and req.path.endswith("/invocations") and "x-amz-target" not in req.headers:
-            match = self.lambda_api.match(req.method, req.path.rstrip("/"))
+        path = req.path
+        if req.method == "POST" and path.endswith("/invocations") and "x-amz-target" not in req.headers:
+            name = path[len(_INVOKE_PREFIX):-len("/invocations")] if path.startswith(_INVOKE_PREFIX) else ""
+            match = ("invoke", {"name": name}) if name and "/" not in name \
+                else self.lambda_api.match(req.method, path.rstrip("/"))
             if match is not None and match[0] == "invoke" and url_target(req) is None:
-                request_id = str(uuid.uuid4())
+                request_id = new_request_id()
                 try:
                     rest = self.lambda_api.invoke_now(req, resp, request_id, **match[1])
                 except AwsError as err:
@@ -100,7 +105,7 @@ class FrontDoor:
         return self.handle(req, resp)
 
     async def handle(self, req: Request, resp: Response) -> None:
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         await self._answer_errors(self._route(req, resp, request_id), req, resp, request_id)
 
     async def _answer_errors(self, work, req: Request, resp: Response, request_id: str) -> None:

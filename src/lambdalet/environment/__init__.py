@@ -2,6 +2,7 @@
 
 from lambdalet.environment import fork_servers
 from lambdalet.environment.environment import EnvState, ExecutionEnvironment
+from lambdalet.environment.leftovers import DataDirInUse, EnvRecords
 from lambdalet.environment.managed import is_supported as is_supported_runtime
 from lambdalet.environment.sandbox import HIERARCHY
 from lambdalet.environment.spec import RESERVED_VARIABLES, FunctionSpec, LogSink
@@ -13,5 +14,5 @@ def release_shared() -> None:
     HIERARCHY.remove()
 
 
-__all__ = ["RESERVED_VARIABLES", "EnvState", "ExecutionEnvironment", "FunctionSpec", "LogSink", "is_supported_runtime",
-           "release_shared"]
+__all__ = ["RESERVED_VARIABLES", "DataDirInUse", "EnvRecords", "EnvState", "ExecutionEnvironment", "FunctionSpec",
+           "LogSink", "is_supported_runtime", "release_shared"]

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from lambdalet.environment import fork_servers, platform_log
+from lambdalet.environment.leftovers import EnvRecords
 from lambdalet.environment.process import BootstrapProcess, exit_reason
 from lambdalet.environment.sandbox import CGROUP_JOIN_ENV, MemoryCgroup
 from lambdalet.environment.spec import INIT_TIMEOUT_S, FunctionSpec, LogSink
@@ -57,9 +58,10 @@ class InitFailure:
 class ExecutionEnvironment:
     """A function's execution environment, with its own log stream and Runtime API port."""
 
-    def __init__(self, spec: FunctionSpec, sink: LogSink, tmp_root: str) -> None:
+    def __init__(self, spec: FunctionSpec, sink: LogSink, tmp_root: str, records: EnvRecords | None = None) -> None:
         self.spec = spec
         self.sink = sink
+        self.records = records  # where the running bootstrap is noted, for the next server if this one dies
         self.id = secrets.token_hex(16)
         self.log_stream = datetime.now(UTC).strftime("%Y/%m/%d/") + f"[$LATEST]{self.id}"
         self.tmp_dir = os.path.join(tmp_root, self.id)
@@ -239,6 +241,8 @@ class ExecutionEnvironment:
         except OSError as exc:
             return InitFailure("error", "Runtime.InvalidEntrypoint",
                                f"fork/exec {argv[0]}: {(exc.strerror or str(exc)).lower()}", retry=False)
+        if self.records is not None:
+            self.records.record(self.id, self.process.pid, self.cgroup.path if self.cgroup is not None else None)
         return None
 
     async def _end_process(self, grace: float = 2.0) -> None:
@@ -249,6 +253,8 @@ class ExecutionEnvironment:
             server.close()
         if proc is not None:
             await proc.terminate(grace)
+            if self.records is not None:  # its group is gone; what left it may still be in the cgroup
+                self.records.process_ended(self.id, self.cgroup.path if self.cgroup is not None else None)
 
     def _restart_in_background(self) -> None:
         self.state = EnvState.INITIALIZING
@@ -411,6 +417,8 @@ class ExecutionEnvironment:
             self.cgroup.destroy()  # also ends processes that left the process group
             self.cgroup = None
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        if self.records is not None:
+            self.records.forget(self.id)
 
     def kill_now(self) -> None:
         """Synchronously end the process tree (server shutdown)."""

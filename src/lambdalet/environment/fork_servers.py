@@ -8,6 +8,10 @@ The child is set up as an exec'd bootstrap would be (session, cwd, stdio, enviro
 exit status comes from the fork server, its parent. Whenever a fork server is unavailable, fork_process()
 returns None and the caller spawns as usual. LAMBDALET_FORK_SERVER=0 in the server's environment
 turns forking off.
+
+Should the server die without shutdown_all() (kill -9), a fork server does not outlive it: it exits at its
+socket's EOF, and is SIGKILLed by PR_SET_PDEATHSIG; each forked child gets SIGKILL when its fork server
+dies (both set in runtimes/python/lambdalet_runtime/fork_server.py).
 """
 
 from __future__ import annotations

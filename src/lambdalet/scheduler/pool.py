@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from lambdalet.environment import EnvState, ExecutionEnvironment, FunctionSpec, LogSink, release_shared
+from lambdalet.environment import EnvRecords, EnvState, ExecutionEnvironment, FunctionSpec, LogSink, release_shared
 from lambdalet.invocation import Invocation
 
 log = logging.getLogger("lambdalet.scheduler")
@@ -76,6 +76,13 @@ class Scheduler:
         self._tasks: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
+        self.records: EnvRecords | None = None  # see claim_data_dir()
+
+    def claim_data_dir(self, data_dir: str) -> None:
+        """Hold data_dir for this server alone (DataDirInUse when another server runs on it), end whatever
+        servers before it left running there, and record every environment in it from now on, so that the
+        next server can end them should this one die without doing so (environment/leftovers.py)."""
+        self.records = EnvRecords.claim(data_dir)
 
     @property
     def environment_count(self) -> int:
@@ -126,7 +133,7 @@ class Scheduler:
             return env
         if self.environment_count >= self.limits.max_concurrency and not self._evict_idle():
             raise Throttled("ConcurrentInvocationLimitExceeded")
-        env = ExecutionEnvironment(pool.spec, self.sink, self.tmp_root)
+        env = ExecutionEnvironment(pool.spec, self.sink, self.tmp_root, self.records)
         env.on_idle = pool.idle.set
         env.waiting_invoke = True
         pool.envs.append(env)
@@ -205,6 +212,8 @@ class Scheduler:
         self._closed = True
         if self._reaper is not None:
             self._reaper.cancel()
+        if self.records is not None:
+            self.records.end_all()  # also what left the process groups
         for pool in self.pools.values():
             for env in pool.envs:
                 env.kill_now()
@@ -212,3 +221,6 @@ class Scheduler:
         for task in list(self._tasks):
             task.cancel()
         release_shared()
+        if self.records is not None:
+            self.records.close()
+            self.records = None

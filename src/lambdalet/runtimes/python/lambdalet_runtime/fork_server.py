@@ -11,6 +11,9 @@ socket whose fd number is in $_LAMBDALET_FORK_SERVER_FD. Messages (fields are NU
 serve() returns only in a forked child, set up as an exec'd bootstrap would be (own session, cwd,
 stdio, environment, sys.argv); the caller then runs the bootstrap's main, so the child's exit
 (exceptions, atexit, thread joins) is the interpreter's ordinary one.
+
+Neither outlives its parent: the fork server gets SIGKILL when lambdalet dies (PR_SET_PDEATHSIG; it also
+exits when its socket closes), and each forked child when the fork server dies.
 """
 
 from __future__ import annotations
@@ -22,6 +25,25 @@ import sys
 
 SOCKET_FD_ENV = "_LAMBDALET_FORK_SERVER_FD"
 _MAX_REQUEST = 1 << 20
+_PR_SET_PDEATHSIG = 1
+
+
+def _pdeathsig_setter():
+    """libc's prctl, to ask for SIGKILL when the parent dies; None where there is none (not Linux)."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):
+        return None
+
+
+def _die_with_parent(prctl, parent: int) -> None:
+    """Be SIGKILLed when the parent exits, and exit now if it already has (the fork raced its death)."""
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, _signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _send(sock: _socket.socket, message: bytes) -> None:
@@ -37,6 +59,10 @@ def serve(keep_modules: set[str]) -> None:
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET, 0, fd)
     os.set_inheritable(fd, False)
     startup_env = dict(os.environ)
+    prctl = _pdeathsig_setter()
+    if prctl is not None:  # lambdalet dying first is seen anyway: the socket closes
+        prctl(_PR_SET_PDEATHSIG, _signal.SIGKILL)
+    me = os.getpid()
 
     def reap(_signum, _frame) -> None:
         while True:
@@ -66,6 +92,7 @@ def serve(keep_modules: set[str]) -> None:
             _send(sock, b"X " + os.fsencode(exc.strerror or str(exc)))
             continue
         if pid == 0:
+            _die_with_parent(prctl, me)
             _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
             sock.close()
             _become_child(data, fds, startup_env, keep_modules)
