@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import secrets
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lambdalet.api.errors import AwsError, conflict, invalid, not_found
-from lambdalet.limits import MAX_ENV_BYTES, MAX_ZIP
+from lambdalet.limits import MAX_ENV_BYTES
 from lambdalet.scheduler import RESERVED_VARIABLES, FunctionSpec, is_supported_runtime
-from lambdalet.store import CodeStore, FunctionRecord, FunctionStore, InvalidCode
+from lambdalet.store import CodeStore, FunctionRecord, FunctionStore, StoredCode
+
+if TYPE_CHECKING:
+    from lambdalet.api.code_upload import CodeUpload
 
 _NAME = re.compile(r"^[a-zA-Z0-9-_]{1,64}$")
 _ARN = re.compile(r"^arn:aws[a-zA-Z-]*:lambda:([a-z0-9-]+):(\d{12}):function:([a-zA-Z0-9-_]+)(?::([^:]+))?$")
@@ -111,24 +112,15 @@ class FunctionManager:
         )
 
     # -- validation
-    def _store_zip(self, code: dict[str, Any]) -> Any:
-        if not isinstance(code, dict) or "ZipFile" not in code:
-            if isinstance(code, dict) and ("S3Bucket" in code or "ImageUri" in code):
-                raise invalid("lambdalet accepts function code as a ZipFile only (S3 and images are not "
-                              "available locally).")
-            raise invalid("Please provide a source for function code.")
-        try:
-            data = base64.b64decode(code["ZipFile"], validate=True)
-        except (binascii.Error, ValueError, TypeError) as exc:
-            raise invalid("Could not unzip uploaded file. Please check your file, then try to upload again.") \
-                from exc
-        if len(data) > MAX_ZIP:
-            raise AwsError(413, "RequestEntityTooLargeException",
-                           f"Zipped size must be smaller than {MAX_ZIP} bytes")
-        try:
-            return self.code.put(data)
-        except InvalidCode as exc:
-            raise invalid(str(exc)) from exc
+    @staticmethod
+    def _check_source(code: Any, has_zip: bool) -> None:
+        """The request must carry its code as a ZipFile (the upload holds it, outside the doc)."""
+        if has_zip:
+            return
+        if isinstance(code, dict) and ("S3Bucket" in code or "ImageUri" in code):
+            raise invalid("lambdalet accepts function code as a ZipFile only (S3 and images are not "
+                          "available locally).")
+        raise invalid("Please provide a source for function code.")
 
     @staticmethod
     def _validate(cfg: dict[str, Any]) -> None:
@@ -187,7 +179,9 @@ class FunctionManager:
         _check_object(cfg, "EphemeralStorage", {"Size": range(512, 10241)})
 
     # -- operations
-    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def create(self, upload: CodeUpload) -> dict[str, Any]:
+        """CreateFunction: validate the request, then store its code, then the function."""
+        body = upload.doc
         name = body.get("FunctionName")
         if not isinstance(name, str) or not name:
             raise invalid("FunctionName is required.")
@@ -208,14 +202,15 @@ class FunctionManager:
             if body.get(key) is not None:
                 cfg[key] = body[key]
         self._validate(cfg)
-        stored = self._store_zip(body.get("Code") or {})
+        self._check_source(body.get("Code"), upload.has_zip)
+        stored = await upload.store()
         self._finish_config(cfg, stored)
         rec = FunctionRecord(name, cfg, stored.sha_hex, None, None)
-        if not self.store.create(rec):
+        if not self.store.create(rec):  # created by another request while the code was unpacked
             raise conflict(f"Function already exist: {name}")
         return cfg
 
-    def _finish_config(self, cfg: dict[str, Any], stored: Any) -> None:
+    def _finish_config(self, cfg: dict[str, Any], stored: StoredCode) -> None:
         cfg.update({
             "CodeSize": stored.size, "CodeSha256": stored.sha256_b64, "Version": "$LATEST",
             "LastModified": now_iso(), "RevisionId": str(uuid.uuid4()), "State": "Active",
@@ -236,10 +231,17 @@ class FunctionManager:
                            "The Revision Id provided does not match the latest Revision Id. Call the "
                            "GetFunction/GetAlias API to retrieve the latest Revision Id")
 
-    def update_code(self, raw_name: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def update_code(self, raw_name: str, upload: CodeUpload) -> dict[str, Any]:
+        """UpdateFunctionCode: store the new code, then point the function at it."""
+        body = upload.doc
         rec, _ = self.get(raw_name)
         self._check_revision(rec, body)
-        stored = self._store_zip(body)
+        if body.get("Architectures"):
+            self._validate({**rec.config, "Architectures": body["Architectures"]})
+        self._check_source(body, upload.has_zip)
+        stored = await upload.store()
+        rec, _ = self.get(raw_name)  # again: it may have changed, or gone, while the code was unpacked
+        self._check_revision(rec, body)
         cfg = dict(rec.config)
         if body.get("Architectures"):
             cfg["Architectures"] = body["Architectures"]

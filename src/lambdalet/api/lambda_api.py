@@ -10,12 +10,13 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from lambdalet.api import eventstream
+from lambdalet.api.code_upload import read_json, receive_code
 from lambdalet.api.errors import AwsError, conflict, invalid, not_found
 from lambdalet.api.functions import FunctionManager, now_iso
 from lambdalet.api.invoker import Invoker, collect
 from lambdalet.http11 import BodyTooLarge, Request, Response
 from lambdalet.invocation import Invocation, LogTail, Outcome
-from lambdalet.limits import ASYNC_MAX_PAYLOAD, MAX_CODE_REQUEST, MAX_PAYLOAD
+from lambdalet.limits import ASYNC_MAX_PAYLOAD, MAX_PAYLOAD
 
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(r"^/2015-03-31/functions/?$"), "create_function"),
@@ -62,10 +63,16 @@ def _check_payload(payload: bytes) -> bytes:
         return b"{}"
     try:
         json.loads(payload)
+    except RecursionError as exc:
+        raise _bad_payload("Document nesting depth exceeds the maximum allowed") from exc
     except (ValueError, UnicodeDecodeError) as exc:
-        raise AwsError(400, "InvalidRequestContentException",
-                       f"Could not parse request body into json: Could not parse payload into json: {exc}") from exc
+        raise _bad_payload(str(exc)) from exc
     return payload
+
+
+def _bad_payload(detail: str) -> AwsError:
+    return AwsError(400, "InvalidRequestContentException",
+                    f"Could not parse request body into json: Could not parse payload into json: {detail}")
 
 
 class LambdaApi:
@@ -91,25 +98,6 @@ class LambdaApi:
                      request_id: str) -> None:
         await getattr(self, handler)(req, resp, request_id, **params)
 
-    @staticmethod
-    async def _body(req: Request, limit: int = MAX_CODE_REQUEST) -> dict[str, Any]:
-        try:
-            raw = await req.read(limit)
-        except BodyTooLarge as exc:
-            raise AwsError(413, "RequestEntityTooLargeException",
-                           f"Request must be smaller than {limit} bytes for the operation") from exc
-        if not raw.strip():
-            return {}
-        try:
-            doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise AwsError(400, "InvalidRequestContentException",
-                           f"Could not parse request body into json: {exc}") from exc
-        if not isinstance(doc, dict):
-            raise AwsError(400, "InvalidRequestContentException",
-                           "Could not parse request body into json: expected an object")
-        return doc
-
     def _retire_and_configure(self, name: str) -> None:
         rec = self.functions.store.get(name)
         if rec is not None:
@@ -117,7 +105,11 @@ class LambdaApi:
 
     # -- function management
     async def create_function(self, req: Request, resp: Response, rid: str) -> None:
-        cfg = self.functions.create(await self._body(req))
+        upload = await receive_code(req, self.functions.code, "CreateFunction")
+        try:
+            cfg = await self.functions.create(upload)
+        finally:
+            upload.close()
         _json(resp, 201, cfg, rid)
 
     async def list_functions(self, req: Request, resp: Response, rid: str) -> None:
@@ -157,12 +149,17 @@ class LambdaApi:
         _json(resp, 200, rec.config, rid)
 
     async def update_configuration(self, req: Request, resp: Response, rid: str, name: str) -> None:
-        cfg = self.functions.update_config(name, await self._body(req))
+        cfg = self.functions.update_config(name, await read_json(req, "UpdateFunctionConfiguration"))
         self._retire_and_configure(cfg["FunctionName"])
         _json(resp, 200, cfg, rid)
 
     async def update_code(self, req: Request, resp: Response, rid: str, name: str) -> None:
-        cfg = self.functions.update_code(name, await self._body(req))
+        self.functions.get(name)  # an unknown function is answered before its body is taken in
+        upload = await receive_code(req, self.functions.code, "UpdateFunctionCode")
+        try:
+            cfg = await self.functions.update_code(name, upload)
+        finally:
+            upload.close()
         self._retire_and_configure(cfg["FunctionName"])
         _json(resp, 200, cfg, rid)
 
@@ -325,7 +322,7 @@ class LambdaApi:
 
     async def create_url(self, req: Request, resp: Response, rid: str, name: str) -> None:
         rec, _ = self.functions.get(name)
-        body = await self._body(req)
+        body = await read_json(req, "CreateFunctionUrlConfig")
         if rec.url_config is not None:
             raise conflict(f"Failed to create function url config for [functionArn = "
                            f"{rec.config['FunctionArn']}]. Error message:  FunctionUrlConfig exists for this "
@@ -349,7 +346,8 @@ class LambdaApi:
 
     async def update_url(self, req: Request, resp: Response, rid: str, name: str) -> None:
         rec = self._url_rec(name)
-        rec.url_config = {**self._url_settings(await self._body(req), rec.url_config or {}),
+        rec.url_config = {**self._url_settings(await read_json(req, "UpdateFunctionUrlConfig"),
+                                                  rec.url_config or {}),
                           "LastModifiedTime": now_iso()}
         self.functions.store.save(rec)
         _json(resp, 200, self._url_doc(req, rec), rid)
@@ -368,7 +366,7 @@ class LambdaApi:
     # -- concurrency
     async def put_concurrency(self, req: Request, resp: Response, rid: str, name: str) -> None:
         rec, _ = self.functions.get(name)
-        value = (await self._body(req)).get("ReservedConcurrentExecutions")
+        value = (await read_json(req, "PutFunctionConcurrency")).get("ReservedConcurrentExecutions")
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise invalid("ReservedConcurrentExecutions must be a non-negative integer.")
         rec.reserved_concurrency = value

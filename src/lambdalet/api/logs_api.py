@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from typing import Any
 
 from lambdalet.api.errors import AwsError
 from lambdalet.store import LogStore
+from lambdalet.store.request_body import NOT_AN_OBJECT, BodyError, heavy_error, is_light, loads_object
 
 TARGET_PREFIX = "Logs_20140328."
 
@@ -19,6 +19,43 @@ def _bad(message: str) -> AwsError:
 
 def _no_group() -> AwsError:
     return AwsError(400, "ResourceNotFoundException", "The specified log group does not exist.")
+
+
+def _parse(raw: bytes) -> dict[str, Any]:
+    """The request's JSON object. A body too heavy to parse in a few milliseconds is refused unparsed:
+    no Logs request comes near that (at most 100 stream names, a 1024-character pattern)."""
+    try:
+        if raw.strip() and not is_light(raw):
+            raise heavy_error()
+        return loads_object(raw)
+    except BodyError as err:
+        if err.message == NOT_AN_OBJECT:
+            raise AwsError(400, "SerializationException", "Request body must be a JSON object") from err
+        raise AwsError(400, "SerializationException", f"Could not parse request: {err.message}") from err
+
+
+def _string(body: dict[str, Any], key: str) -> str:
+    """An optional string field ("" when absent)."""
+    value = body.get(key) or ""
+    if not isinstance(value, str):
+        raise _bad(f"{key} must be a string")
+    return value
+
+
+def _time(body: dict[str, Any], key: str) -> int | None:
+    """An optional time in epoch milliseconds, within what SQLite stores."""
+    value = body.get(key)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 62):
+        raise _bad(f"{key} must be a number of milliseconds since the epoch")
+    return value
+
+
+def _offset(body: dict[str, Any]) -> int:
+    """The position a numeric nextToken stands for (0 without one)."""
+    token = _token(body)
+    if token is not None and not (token.isascii() and token.isdigit() and len(token) < 19):
+        raise _bad("The specified nextToken is invalid.")
+    return int(token or 0)
 
 
 def _group_name(body: dict[str, Any]) -> str:
@@ -91,21 +128,15 @@ class LogsApi:
         }.get(operation)
         if handler is None:
             raise AwsError(400, "UnknownOperationException", f"lambdalet does not implement {operation}")
-        try:
-            body = json.loads(raw) if raw.strip() else {}
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise AwsError(400, "SerializationException", f"Could not parse request: {exc}") from exc
-        if not isinstance(body, dict):
-            raise AwsError(400, "SerializationException", "Request body must be a JSON object")
-        return handler(body)
+        return handler(_parse(raw))
 
     def _group_arn(self, name: str) -> str:
         return f"arn:aws:logs:{self.region}:{self.account}:log-group:{name}"
 
     def describe_log_groups(self, body: dict[str, Any]) -> dict[str, Any]:
-        prefix = body.get("logGroupNamePrefix") or body.get("logGroupNamePattern") or ""
+        prefix = _string(body, "logGroupNamePrefix") or _string(body, "logGroupNamePattern")
         limit = _limit(body, 50, 50)
-        start = int(_token(body) or 0)
+        start = _offset(body)
         groups = self.logs.groups(prefix if body.get("logGroupNamePrefix") else "")
         if body.get("logGroupNamePattern"):
             groups = [g for g in groups if prefix in g[0]]
@@ -125,11 +156,11 @@ class LogsApi:
         order = body.get("orderBy", "LogStreamName")
         if order not in ("LogStreamName", "LastEventTime"):
             raise _bad("orderBy must be LogStreamName or LastEventTime")
-        prefix = body.get("logStreamNamePrefix") or ""
+        prefix = _string(body, "logStreamNamePrefix")
         if prefix and order == "LastEventTime":
             raise _bad("Cannot order by LastEventTime with a logStreamNamePrefix.")
         limit = _limit(body, 50, 50)
-        start = int(_token(body) or 0)
+        start = _offset(body)
         rows = self.logs.streams(group, prefix, order == "LastEventTime", bool(body.get("descending")))
         page = rows[start:start + limit]
         streams = []
@@ -155,12 +186,13 @@ class LogsApi:
             raise AwsError(400, "ResourceNotFoundException", "The specified log stream does not exist.")
         limit = _limit(body, 10000, 10000)
         token = _token(body)
-        start, end = body.get("startTime"), body.get("endTime")
+        start, end = _time(body, "startTime"), _time(body, "endTime")
         after = before = None
         from_head = bool(body.get("startFromHead"))
         if token:
             kind, _, value = token.partition("/")
-            if kind not in ("f", "b") or not value.isdigit():
+            if kind not in ("f", "b") or not (value.isascii() and value.isdigit()) or len(value) > 60 \
+                    or int(value) >= 1 << 62:
                 raise _bad("The specified nextToken is invalid.")
             if kind == "f":
                 after, from_head = int(value), True
@@ -185,21 +217,22 @@ class LogsApi:
         if not self.logs.group_exists(group):
             raise _no_group()
         names = body.get("logStreamNames")
-        prefix = body.get("logStreamNamePrefix") or ""
+        if names is not None and (not isinstance(names, list) or len(names) > 100
+                                  or not all(isinstance(n, str) for n in names)):
+            raise _bad("logStreamNames must be a list of at most 100 stream names")
+        prefix = _string(body, "logStreamNamePrefix")
         if names and prefix:
             raise _bad("logStreamNames and logStreamNamePrefix are mutually exclusive")
-        pattern = FilterPattern(body.get("filterPattern") or "")
+        pattern = FilterPattern(_string(body, "filterPattern"))
         limit = _limit(body, 10000, 10000)
-        token = _token(body)
-        after = int(token) if token and token.isdigit() else 0
-        if token and not token.isdigit():
-            raise _bad("The specified nextToken is invalid.")
+        after = _offset(body)
+        start, end = _time(body, "startTime"), _time(body, "endTime")
         found: list[dict[str, Any]] = []
         last_id = after
         exhausted = False
         while len(found) < limit:
-            batch = self.logs.group_events(group, streams=names, stream_prefix=prefix,
-                                           start=body.get("startTime"), end=body.get("endTime"), after_id=last_id)
+            batch = self.logs.group_events(group, streams=names, stream_prefix=prefix, start=start, end=end,
+                                           after_id=last_id)
             if not batch:
                 exhausted = True
                 break
