@@ -52,12 +52,12 @@ def test_a_platform_fault_fails_the_caller_and_replaces_the_environment(
             assert (await asyncio.wait_for(first.outcome, 10)).payload == b'{"n":1}'
             pid = env.process.pid
 
-            real_invoke = ExecutionEnvironment.invoke
+            real_dispatch = ExecutionEnvironment._dispatch
 
-            async def broken(self: ExecutionEnvironment, inv: Invocation, dispatched: object = None) -> None:
+            def broken(self: ExecutionEnvironment, inv: Invocation, started: float, init_ms: object) -> None:
                 raise RuntimeError("platform bug")
 
-            monkeypatch.setattr(ExecutionEnvironment, "invoke", broken)
+            monkeypatch.setattr(ExecutionEnvironment, "_dispatch", broken)
             second = Invocation(b'{"n":2}', "arn")
             assert await scheduler.invoke("echo", second) is env
             with pytest.raises(RuntimeError, match="platform bug"):
@@ -69,7 +69,7 @@ def test_a_platform_fault_fails_the_caller_and_replaces_the_environment(
             assert env.retired and env not in scheduler.pools["echo"].envs
             assert env.state is EnvState.STOPPED and not os.path.exists(f"/proc/{pid}")
 
-            monkeypatch.setattr(ExecutionEnvironment, "invoke", real_invoke)
+            monkeypatch.setattr(ExecutionEnvironment, "_dispatch", real_dispatch)
             third = Invocation(b'{"n":3}', "arn")
             replacement = await scheduler.invoke("echo", third)
             assert replacement is not env

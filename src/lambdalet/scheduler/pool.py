@@ -9,9 +9,10 @@ the function's and the server's concurrency allow, else it is throttled.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from lambdalet.environment import EnvRecords, EnvState, ExecutionEnvironment, FunctionSpec, LogSink, release_shared
@@ -47,7 +48,10 @@ class FunctionPool:
         self.spec = spec
         self.reserved = reserved
         self.envs: list[ExecutionEnvironment] = []
-        self.idle = asyncio.Event()  # set when an environment becomes free
+        # Environments that went back to Ready, the most recently used last: a warm invoke takes the
+        # top one without scanning them all. Entries that went stale since are dropped as met.
+        self.ready: list[ExecutionEnvironment] = []
+        self.waiters: deque[asyncio.Future[None]] = deque()  # invocations waiting for a finishing one
 
     @property
     def busy(self) -> int:
@@ -55,6 +59,13 @@ class FunctionPool:
         return sum(1 for e in self.envs if e.state is EnvState.BUSY or e.waiting_invoke)
 
     def pick(self) -> ExecutionEnvironment | None:
+        """The environment an invocation should take now, or None (see the module docstring)."""
+        ready = self.ready
+        while ready:
+            env = ready[-1]
+            if env.state is EnvState.READY and env.available:
+                return env
+            ready.pop()
         best: ExecutionEnvironment | None = None
         for env in self.envs:
             if not env.available:
@@ -63,6 +74,22 @@ class FunctionPool:
                     _PREFERENCE[best.state], -best.last_used):
                 best = env
         return best
+
+    def take(self, env: ExecutionEnvironment) -> None:
+        """Claim env, picked: no other invocation may pick it."""
+        if self.ready and self.ready[-1] is env:
+            self.ready.pop()
+        env.waiting_invoke = True
+
+    def freed(self, env: ExecutionEnvironment) -> None:
+        """env can take work again: it goes on top of the ready stack, and one waiter is woken."""
+        if env.state is EnvState.READY:
+            self.ready.append(env)
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
 
 
 class Scheduler:
@@ -129,12 +156,12 @@ class Scheduler:
             raise Throttled("ReservedFunctionConcurrentInvocationLimitExceeded")
         env = pool.pick()
         if env is not None:
-            env.waiting_invoke = True  # claimed: no other invocation may pick it
+            pool.take(env)
             return env
         if self.environment_count >= self.limits.max_concurrency and not self._evict_idle():
             raise Throttled("ConcurrentInvocationLimitExceeded")
         env = ExecutionEnvironment(pool.spec, self.sink, self.tmp_root, self.records)
-        env.on_idle = pool.idle.set
+        env.on_idle = functools.partial(pool.freed, env)
         env.waiting_invoke = True
         pool.envs.append(env)
         env.start()
@@ -160,30 +187,34 @@ class Scheduler:
     def start(self, name: str, inv: Invocation) -> ExecutionEnvironment:
         """Start inv on an environment now; a warm one gets it before this returns."""
         env = self.acquire(name)
-        pool = self.pools[name]
-        task = self._spawn_task(env.invoke(inv, env.dispatch_warm(inv)))
-        task.add_done_callback(lambda t, p=pool, e=env: self._after_invoke(p, e, inv, t))
+        env.run(inv, functools.partial(self._after_invoke, self.pools[name], env))
         return env
 
     async def invoke(self, name: str, inv: Invocation) -> ExecutionEnvironment:
         """Start inv on an environment; returns it (inv.outcome / inv.done report progress)."""
         if self.should_wait(name):
+            waiter = asyncio.get_running_loop().create_future()
             pool = self.pools[name]
-            pool.idle.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(pool.idle.wait(), FINISHING_GRACE_S)
+            pool.waiters.append(waiter)
+            try:
+                async with asyncio.timeout(FINISHING_GRACE_S):
+                    await waiter
+            except TimeoutError:
+                pass
+            finally:
+                if not waiter.done():
+                    waiter.cancel()  # (freed() skips it)
         return self.start(name, inv)
 
     def _after_invoke(self, pool: FunctionPool, env: ExecutionEnvironment, inv: Invocation,
-                      task: asyncio.Task[None]) -> None:
-        error = None if task.cancelled() else task.exception()
+                      error: BaseException | None) -> None:
         if self._closed:  # shutting down: every environment is already ended
             inv.fail(error or RuntimeError("server shutting down"))
-        elif error is not None or task.cancelled():
+        elif error is not None:
             # A platform fault, not the function's: the caller gets a ServiceException, never silence,
             # and the environment is replaced.
             log.error("invocation failed in environment %s", env.id, exc_info=error)
-            inv.fail(error or RuntimeError("invocation cancelled"))
+            inv.fail(error)
             env.retired = True
             self._spawn_task(self._stop(pool, env))
         elif env.retired and env.state is not EnvState.BUSY:
