@@ -375,6 +375,7 @@ class HttpProtocol(asyncio.Protocol):
         self._rejection: tuple[int, str] | None = None  # an error answer waiting for the answers before it
         self._queue: deque[Request] = deque()
         self._deferred: tuple[Request, Response] | None = None  # answered later by a callback
+        self._cork: list[bytes] | None = None  # writes held back to go out together (see _parse)
         self._task: asyncio.Task[None] | None = None
         self._paused = False  # flow control: the reader has enough buffered
         self._reading = True  # the transport is reading
@@ -439,6 +440,18 @@ class HttpProtocol(asyncio.Protocol):
             asyncio.get_running_loop().call_soon(self._parse_backlog)
 
     def _parse(self, data: bytes | memoryview) -> None:
+        """Parse data and answer what it completes; what is answered here goes out in one write.
+
+        While a deferred answer is pending, what was answered before it is held back and goes out
+        with it: a runtime that sends its /response and its next /next together then gets the 202
+        and its next event in one segment (one send, one wake-up, instead of two)."""
+        if self._cork is None:
+            self._cork = []
+        self._feed_parser(data)
+        if self._deferred is None:
+            self._uncork()
+
+    def _feed_parser(self, data: bytes | memoryview) -> None:
         try:
             while data:
                 if not self._in_head:
@@ -471,6 +484,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._cork = None
         if self._current is not None and not self._current._complete:
             self._current._finish(ConnectionError("client disconnected"))
         for w in self._drain_waiters:
@@ -564,6 +578,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._current is None and self.in_flight:  # complete requests before it are answered first
             self._rejection = (status, message)
             return
+        self._uncork()
         self.transport.write(self.server.closing_answer(status, message))
         self.keep_alive = False
         self.transport.close()
@@ -591,8 +606,15 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.pause_reading()
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        if self._cork is not None:
+            self._cork.append(data)
+        elif self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+
+    def _uncork(self) -> None:
+        cork, self._cork = self._cork, None
+        if cork and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(cork[0] if len(cork) == 1 else b"".join(cork))
 
     async def drain(self) -> None:
         if self._write_paused and not self.closed:
@@ -601,6 +623,7 @@ class HttpProtocol(asyncio.Protocol):
             await fut
 
     def close(self) -> None:
+        self._uncork()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
@@ -611,17 +634,20 @@ class HttpProtocol(asyncio.Protocol):
         if self._task is not None or self._deferred is not None or not self._queue:
             return
         first: tuple[Request, Response, Awaitable[None]] | None = None
-        if self.fast is not None and self._queue[0]._complete and len(self._queue) == 1:
-            req = self._queue.popleft()
+        queue = self._queue
+        while self.fast is not None and queue and queue[0]._complete:  # (pipelined: in order)
+            req = queue.popleft()
             resp = Response(self, req)
             rest = self._run_fast(req, resp)
-            if rest is None:
-                self._close_out(req, resp)
-                return
             if rest is DEFER:
                 return
-            first = (req, resp, rest)  # type: ignore[assignment]
-        self._task = asyncio.get_running_loop().create_task(self._serve(first))
+            if rest is not None:
+                first = (req, resp, rest)  # type: ignore[assignment]
+                break
+            if not self._close_out(req, resp):
+                return
+        if first is not None or queue:
+            self._task = asyncio.get_running_loop().create_task(self._serve(first))
 
     def _run_fast(self, req: Request, resp: Response) -> Awaitable[None] | _Deferred | None:
         try:
@@ -645,6 +671,8 @@ class HttpProtocol(asyncio.Protocol):
         resp._on_finish = None
         if self._close_out(req, resp) and self._queue:
             self._start()
+        if self._deferred is None:
+            self._uncork()
 
     def _fail(self, resp: Response) -> None:
         if self.closed:  # nobody to answer

@@ -62,15 +62,16 @@ class Runtime:
             sys.exit(1)
 
     def serve_forever(self, handler) -> None:
-        while True:
-            try:
-                invocation = self.client.next_invocation()
-            except RuntimeApiError as e:
-                sys.stderr.write(f"lambdalet runtime: {e}\n")
-                sys.exit(1)
-            self.invoke(handler, invocation)
+        try:
+            invocation = self.client.next_invocation()
+            while True:
+                invocation = self.invoke(handler, invocation)
+        except RuntimeApiError as e:
+            sys.stderr.write(f"lambdalet runtime: {e}\n")
+            sys.exit(1)
 
-    def invoke(self, handler, invocation) -> None:
+    def invoke(self, handler, invocation):
+        """Run one invocation, answer it, and return the next (its /next goes with the answer)."""
         headers = invocation.headers
         request_id = invocation.request_id
         self.sink.request_id = request_id
@@ -90,9 +91,8 @@ class Runtime:
         except Exception as exc:
             doc = error_document(exc, request_id)
             self.sink.write_error(doc)
-            self.client.post_error(request_id, self._dumps(doc), echo)
-            return
-        self.client.post_response(request_id, body, content_type, echo)
+            return self.client.respond_then_next(request_id, "error", self._dumps(doc), "application/json", echo)
+        return self.client.respond_then_next(request_id, "response", body, content_type, echo)
 
     def _context(self, request_id: str, headers: dict) -> LambdaContext:
         client_context = self._header_json(headers, "lambda-runtime-client-context", "Client Context")

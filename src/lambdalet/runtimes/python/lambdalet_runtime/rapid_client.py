@@ -38,16 +38,24 @@ class RapidClient:
         self._buf = b""
 
     def next_invocation(self) -> Invocation:
-        status, headers, body = self._request("GET", API_PREFIX + "/invocation/next", None, ())
+        return self._invocation(*self._request("GET", API_PREFIX + "/invocation/next", None, ()))
+
+    @staticmethod
+    def _invocation(status: int, headers: dict, body: bytes) -> Invocation:
         if status != 200:
             raise RuntimeApiError(f"/next answered {status}: {body[:200]!r}")
         return Invocation(headers.get("lambda-runtime-aws-request-id", ""), headers, body)
 
-    def post_response(self, request_id: str, body: bytes, content_type: str, extra=()) -> None:
-        self._post(f"/invocation/{request_id}/response", body, (("Content-Type", content_type), *extra))
-
-    def post_error(self, request_id: str, body: bytes, extra=()) -> None:
-        self._post(f"/invocation/{request_id}/error", body, (("Content-Type", "application/json"), *extra))
+    def respond_then_next(self, request_id: str, action: str, body: bytes, content_type: str,
+                          extra=()) -> Invocation:
+        """POST the invocation's response (or error) and GET /next in one write, pipelined: one
+        round trip and one wake-up of the platform instead of two. action: "response" or "error"."""
+        path = f"/invocation/{request_id}/{action}"
+        post = self._encode("POST", API_PREFIX + path, body, (("Content-Type", content_type), *extra))
+        get = self._encode("GET", API_PREFIX + "/invocation/next", None, ())
+        answers = self._exchange(post + get, 2, "POST " + path)
+        self._check_posted(path, *answers[0])
+        return self._invocation(*answers[1])
 
     def post_init_error(self, error_type: str, body: bytes) -> None:
         self._post(
@@ -58,6 +66,10 @@ class RapidClient:
 
     def _post(self, path: str, body: bytes, headers) -> None:
         status, _, answer = self._request("POST", API_PREFIX + path, body, headers)
+        self._check_posted(path, status, {}, answer)
+
+    @staticmethod
+    def _check_posted(path: str, status: int, _headers: dict, answer: bytes) -> None:
         if status != 202:
             # The platform refused (wrong state, payload too large...): it already knows the
             # outcome, so report and carry on, as the official clients do.
@@ -66,25 +78,37 @@ class RapidClient:
             sys.stderr.write(f"lambdalet runtime: POST {path} answered {status}: {answer[:300]!r}\n")
 
     def _request(self, method: str, path: str, body: bytes | None, headers) -> tuple[int, dict, bytes]:
+        return self._exchange(self._encode(method, path, body, headers), 1, f"{method} {path}")[0]
+
+    def _encode(self, method: str, path: str, body: bytes | None, headers) -> bytes:
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host_header}", "User-Agent: lambdalet-python"]
         for name, value in headers:
             lines.append(f"{name}: {value}")
         if body is not None:
             lines.append(f"Content-Length: {len(body)}")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        payload = head + body if body else head
+        return head + body if body else head
+
+    def _exchange(self, payload: bytes, answers: int, what: str) -> list[tuple[int, dict, bytes]]:
+        """Send payload (one or more requests) and read that many answers."""
         for attempt in (0, 1):
             fresh = self._sock is None
+            got: list[tuple[int, dict, bytes]] = []
             try:
                 if fresh:
                     self._connect()
                 self._sock.sendall(payload)
-                return self._read_response()
+                while len(got) < answers:
+                    got.append(self._read_response())
+                    if self._sock is None and len(got) < answers:  # closed after an answer
+                        raise OSError("connection closed by the Runtime API")
+                return got
             except OSError as e:
                 self._close()
-                # A kept-alive connection may have been closed by the server while idle: retry once.
-                if fresh or attempt:
-                    raise RuntimeApiError(f"{method} {path} failed: {e}") from e
+                # A kept-alive connection may have been closed by the server while idle: retry once,
+                # unless an answer already came (the request was taken).
+                if fresh or attempt or got:
+                    raise RuntimeApiError(f"{what} failed: {e}") from e
         raise RuntimeApiError("unreachable")
 
     def _connect(self) -> None:
