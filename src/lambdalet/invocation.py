@@ -107,6 +107,7 @@ class Invocation:
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     log_tail: LogTail | None = None  # collected for LogType=Tail when not None
     on_outcome: Callable[[Outcome], None] | None = None  # called synchronously when the outcome is known
+    on_failure: Callable[[BaseException], None] | None = None  # called if the platform could not run it
 
     def resolve(self, outcome: Outcome) -> None:
         if not self.outcome.done():
@@ -119,6 +120,8 @@ class Invocation:
         if not self.outcome.done():
             self.outcome.set_exception(error)
             self.outcome.exception()  # retrieved: an unawaited failure must not warn
+            if self.on_failure is not None:
+                self.on_failure(error)
         self.finish()
 
     def finish(self) -> None:

@@ -265,7 +265,8 @@ def _header_ok(name: str, value: str) -> bool:
 
 
 @FUZZ
-@given(name=st.text(st.characters(codec="latin-1", exclude_characters="\r\n"), min_size=1, max_size=10)
+# (a ':' in a name only moves the split: "a:b: c" is the header "a" = "b: c", a valid request)
+@given(name=st.text(st.characters(codec="latin-1", exclude_characters="\r\n:"), min_size=1, max_size=10)
        .filter(lambda n: n.lower() not in FRAMING),
        value=st.text(st.characters(codec="latin-1", exclude_characters="\r\n"), max_size=20))
 def test_random_request_header_is_taken_or_refused_with_400(name, value):

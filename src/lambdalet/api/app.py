@@ -16,7 +16,7 @@ from lambdalet.api.functions import FunctionManager
 from lambdalet.api.invoker import Invoker
 from lambdalet.api.lambda_api import LambdaApi
 from lambdalet.api.logs_api import TARGET_PREFIX, LogsApi
-from lambdalet.http11 import BodyTooLarge, HttpServer, Request, Response, ServerLimits
+from lambdalet.http11 import DEFER, BodyTooLarge, HttpServer, Request, Response, ServerLimits
 from lambdalet.invocation import new_request_id
 from lambdalet.limits import KEEP_ALIVE_S, MAX_API_REQUEST, MAX_CONNECTIONS, MAX_HEAD_BYTES
 from lambdalet.scheduler import Limits, Scheduler
@@ -101,6 +101,8 @@ class FrontDoor:
                 except AwsError as err:
                     resp.send(err.status, err.body(), err.headers(request_id))
                     return None
+                if rest is DEFER:
+                    return DEFER
                 return self._answer_errors(rest, req, resp, request_id)
         return self.handle(req, resp)
 

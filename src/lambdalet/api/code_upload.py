@@ -284,6 +284,13 @@ def _child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": src + (os.pathsep + path if path else "")}
 
 
+async def check_json_payload(payload: bytes, code: CodeStore) -> None:
+    """Check that an Invoke payload too heavy to parse on the loop is JSON, in a child process;
+    raises the AwsError the caller gets (InvalidRequestContentException)."""
+    upload = await _through_child(code, "Invoke", [payload], len(payload), None)
+    upload.close()
+
+
 async def receive_code(req: Request, code: CodeStore, operation: str) -> CodeUpload:
     """Receive a CreateFunction / UpdateFunctionCode body: parsed here if light, else by a child."""
     declared = req.headers.get("content-length", "")

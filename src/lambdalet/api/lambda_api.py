@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -10,14 +11,16 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from lambdalet.api import eventstream
-from lambdalet.api.code_upload import read_json, receive_code
-from lambdalet.api.errors import AwsError, conflict, invalid, not_found
+from lambdalet.api.code_upload import check_json_payload, read_json, receive_code
+from lambdalet.api.errors import AwsError, conflict, invalid, not_found, service_error
 from lambdalet.api.functions import FunctionManager, now_iso
 from lambdalet.api.invoker import Invoker, collect
-from lambdalet.http11 import BodyTooLarge, Request, Response
+from lambdalet.http11 import DEFER, BodyTooLarge, Request, Response
 from lambdalet.invocation import Invocation, LogTail, Outcome
 from lambdalet.limits import ASYNC_MAX_PAYLOAD, MAX_PAYLOAD
+from lambdalet.store.request_body import is_light
 
+_deliveries: set[asyncio.Task[None]] = set()  # streamed outcomes being collected for their callers
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(r"^/2015-03-31/functions/?$"), "create_function"),
     ("GET", re.compile(r"^/2015-03-31/functions/?$"), "list_functions"),
@@ -170,48 +173,86 @@ class LambdaApi:
         resp.send(204, b"", {"x-amzn-RequestId": rid})
 
     # -- invoke
-    def _invocation(self, req: Request, rec, payload: bytes) -> Invocation:
+    def _invocation(self, req: Request, rec, payload: bytes, request_id: str | None = None) -> Invocation:
         client_context = None
         raw_cc = req.headers.get("x-amz-client-context")
         if raw_cc:
             try:
                 client_context = base64.b64decode(raw_cc, validate=True).decode()
-                json.loads(client_context)
-            except (binascii.Error, ValueError, UnicodeDecodeError):
+                doc = json.loads(client_context)
+                if not client_context.isprintable():  # a newline would forge Runtime API header lines
+                    client_context = json.dumps(doc, separators=(",", ":"))
+            except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
                 raise AwsError(400, "InvalidRequestContentException",
                                "Client context must be a valid Base64-encoded JSON object.") from None
         arn = rec.config["FunctionArn"]
         qualifier = _query(req).get("Qualifier")
         if qualifier:
             arn += f":{qualifier}"
-        return Invocation(payload=payload, invoked_arn=arn, client_context=client_context)
+        if request_id is None:
+            return Invocation(payload=payload, invoked_arn=arn, client_context=client_context)
+        return Invocation(payload=payload, invoked_arn=arn, client_context=client_context, request_id=request_id)
 
     async def _payload(self, req: Request, limit: int) -> bytes:
         try:
             payload = await req.read(limit)
         except BodyTooLarge as exc:
             raise _payload_too_large(limit) from exc
-        return _check_payload(payload)
+        if is_light(payload):
+            return _check_payload(payload)
+        # json.loads of 6 MB of `[0,0,...]` holds the GIL for ~360 ms: checked by a child instead
+        await check_json_payload(payload, self.functions.code)
+        return payload
 
     def invoke_now(self, req: Request, resp: Response, rid: str, name: str):
         """Invoke's hot path, run as the request arrives: a synchronous RequestResponse invoke is
         dispatched before this returns; what remains (waiting for the outcome) is returned to await."""
-        if req.headers.get("x-amz-invocation-type", "RequestResponse") != "RequestResponse" \
-                or req.headers.get("x-amz-log-type", "None") == "Tail":
+        headers = req.headers
+        if headers.get("x-amz-invocation-type", "RequestResponse") != "RequestResponse" \
+                or headers.get("x-amz-log-type", "None") == "Tail":
             return self.invoke(req, resp, rid, name)
         rec = self._qualified(req, name)
         payload = req.body_now()
         if len(payload) > MAX_PAYLOAD:
             raise _payload_too_large(MAX_PAYLOAD)
-        inv = self._invocation(req, rec, _check_payload(payload))
-        inv.on_outcome = lambda outcome: self._send_outcome(resp, inv, outcome)
+        if not is_light(payload):
+            return self.invoke(req, resp, rid, name, payload)
+        inv = self._invocation(req, rec, _check_payload(payload), rid)
         if not self.invoker.start_now(rec, inv):
-            return self._finish_invoke(resp, rec, inv, started=False)
-        return self._finish_invoke(resp, rec, inv, started=True)
+            inv.on_outcome = lambda outcome: self._send_outcome(resp, inv, outcome)
+            return self._finish_invoke(resp, rec, inv)
+        # Dispatched: the answer goes out from the outcome's callback, no task waits for it.
+        inv.on_outcome = lambda outcome: self._deliver(resp, inv, outcome)
+        inv.on_failure = lambda exc: self._send_failure(resp, rid, exc)
+        return DEFER
 
-    async def _finish_invoke(self, resp: Response, rec, inv: Invocation, started: bool) -> None:
-        if not started:
-            await self.invoker.start(rec, inv)
+    def _deliver(self, resp: Response, inv: Invocation, outcome: Outcome) -> None:
+        if outcome.stream is None:
+            self._send_outcome(resp, inv, outcome)
+            return
+        task = asyncio.get_running_loop().create_task(self._deliver_stream(resp, inv, outcome))
+        _deliveries.add(task)
+        task.add_done_callback(_deliveries.discard)
+
+    async def _deliver_stream(self, resp: Response, inv: Invocation, outcome: Outcome) -> None:
+        """A streamed response to a buffered Invoke: collected, then sent."""
+        try:
+            collected = await collect(outcome.stream)  # type: ignore[arg-type]
+        except Exception as exc:
+            self._send_failure(resp, inv.request_id, exc)
+            return
+        if not resp.started:
+            self._send_outcome(resp, inv, collected)
+
+    @staticmethod
+    def _send_failure(resp: Response, rid: str, exc: BaseException) -> None:
+        """The platform could not run the invocation: ServiceException, as AWS answers then."""
+        if not resp.started:
+            err = service_error(f"An internal error occurred: {type(exc).__name__}")
+            resp.send(err.status, err.body(), err.headers(rid))
+
+    async def _finish_invoke(self, resp: Response, rec, inv: Invocation) -> None:
+        await self.invoker.start(rec, inv)
         outcome = await inv.outcome
         if outcome.stream is not None:
             outcome = await collect(outcome.stream)
@@ -225,7 +266,7 @@ class LambdaApi:
             raise not_found(f"Function not found: {rec.config['FunctionArn']}:{q}")
         return rec
 
-    async def invoke(self, req: Request, resp: Response, rid: str, name: str) -> None:
+    async def invoke(self, req: Request, resp: Response, rid: str, name: str, payload: bytes | None = None) -> None:
         rec = self._qualified(req, name)
         kind = req.headers.get("x-amz-invocation-type", "RequestResponse")
         if kind not in ("RequestResponse", "Event", "DryRun"):
@@ -234,7 +275,13 @@ class LambdaApi:
         if kind == "DryRun":
             resp.send(204, b"", {"x-amzn-RequestId": rid, "X-Amz-Executed-Version": "$LATEST"})
             return
-        payload = await self._payload(req, ASYNC_MAX_PAYLOAD if kind == "Event" else MAX_PAYLOAD)
+        limit = ASYNC_MAX_PAYLOAD if kind == "Event" else MAX_PAYLOAD
+        if payload is None:
+            payload = await self._payload(req, limit)
+        elif len(payload) > limit:
+            raise _payload_too_large(limit)
+        else:  # taken with body_now() by invoke_now: heavy, checked off the loop
+            await check_json_payload(payload, self.functions.code)
         inv = self._invocation(req, rec, payload)
         if kind == "Event":
             self.invoker.enqueue(rec, inv)

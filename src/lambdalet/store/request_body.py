@@ -165,11 +165,25 @@ def _error(err: BodyError) -> dict[str, Any]:
     return {"error": {"kind": err.kind, "message": err.message}}
 
 
+def _check_payload(raw: bytes) -> dict[str, Any]:
+    """An Invoke payload too heavy to check on the event loop: any JSON value will do."""
+    try:
+        json.loads(raw)
+    except RecursionError:
+        raise BodyError(JSON, "Document nesting depth exceeds the maximum allowed") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BodyError(JSON, str(exc)) from exc
+    return {"doc": {}, "zip": False}
+
+
 def _phase_one(raw: bytes, operation: str) -> tuple[dict[str, Any], Any]:
     """Parse the body and take its zip out; the reply must be light for the parent to read it.
 
     A zip's base64 holds none of the separators, so a body with more than INLINE_VALUES of them is
-    refused before parsing: json.loads of 70 MB of `[],` would take gigabytes."""
+    refused before parsing: json.loads of 70 MB of `[],` would take gigabytes. (An Invoke payload,
+    at most 6 MB, is only checked to be JSON.)"""
+    if operation == "Invoke":
+        return _check_payload(raw), MISSING
     if separators(raw) > INLINE_VALUES:
         raise heavy_error()
     doc = _loads(raw)
