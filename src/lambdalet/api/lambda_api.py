@@ -218,12 +218,14 @@ class LambdaApi:
         if not is_light(payload):
             return self.invoke(req, resp, rid, name, payload)
         inv = self._invocation(req, rec, _check_payload(payload), rid)
-        if not self.invoker.start_now(rec, inv):
-            inv.on_outcome = lambda outcome: self._send_outcome(resp, inv, outcome)
-            return self._finish_invoke(resp, rec, inv)
-        # Dispatched: the answer goes out from the outcome's callback, no task waits for it.
+        # Dispatched now, the answer goes out from the outcome's callback: no task waits for it. (Set
+        # first: a platform fault may fail the invocation before start_now() returns.)
         inv.on_outcome = lambda outcome: self._deliver(resp, inv, outcome)
         inv.on_failure = lambda exc: self._send_failure(resp, rid, exc)
+        if not self.invoker.start_now(rec, inv):
+            inv.on_outcome = lambda outcome: self._send_outcome(resp, inv, outcome)
+            inv.on_failure = None
+            return self._finish_invoke(resp, rec, inv)
         return DEFER
 
     def _deliver(self, resp: Response, inv: Invocation, outcome: Outcome) -> None:
