@@ -289,6 +289,23 @@ class Response:
         if self._on_finish is not None:
             self._on_finish()
 
+    def send_platform(self, status: int, body: bytes, fields: str) -> None:
+        """Send a complete response whose header lines (each "Name: value\r\n") the platform built
+        from values it generated or checked itself: not scanned again (~5 µs less than send(), on the
+        hot path's event and invoke answers). Anything a client or function chose goes through send()."""
+        if self.started:
+            raise RuntimeError("response already started")
+        if self._request.method == "HEAD" or status in (204, 304) or status < 200:
+            self.send(status, body, [tuple(line.split(": ", 1)) for line in fields.split("\r\n") if line])
+            return
+        self.started = self.finished = True
+        self._request._continue = False
+        close = "" if self._proto.keep_alive and self._request.keep_alive else "Connection: close\r\n"
+        head = f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\n{fields}Content-Length: {len(body)}\r\n{close}\r\n"
+        self._proto.write(head.encode("latin-1") + body)
+        if self._on_finish is not None:
+            self._on_finish()
+
     def send_prebuilt(self, answer: Prebuilt) -> None:
         """Send a constant response built once (the hot path's fixed answers)."""
         if self._request.method == "HEAD":

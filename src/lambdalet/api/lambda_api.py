@@ -15,7 +15,7 @@ from lambdalet.api.code_upload import check_json_payload, read_json, receive_cod
 from lambdalet.api.errors import AwsError, conflict, invalid, not_found, service_error
 from lambdalet.api.functions import FunctionManager, now_iso
 from lambdalet.api.invoker import Invoker, collect
-from lambdalet.http11 import DEFER, BodyTooLarge, Request, Response
+from lambdalet.http11 import DEFER, BodyTooLarge, Request, Response, valid_field
 from lambdalet.invocation import Invocation, LogTail, Outcome
 from lambdalet.limits import ASYNC_MAX_PAYLOAD, MAX_PAYLOAD
 from lambdalet.store.request_body import is_light
@@ -301,14 +301,16 @@ class LambdaApi:
     def _send_outcome(resp: Response, inv: Invocation, outcome: Outcome) -> None:
         if outcome.stream is not None:
             return  # collected by Invoker.invoke, then sent
-        headers = {"Content-Type": outcome.content_type, "x-amzn-RequestId": inv.request_id,
-                   "X-Amz-Executed-Version": "$LATEST"}
+        content_type = "application/json" if outcome.function_error else outcome.content_type
+        if not valid_field("Content-Type", content_type):  # (the runtime's own header: checked here)
+            content_type = "application/octet-stream"
+        fields = (f"Content-Type: {content_type}\r\nx-amzn-RequestId: {inv.request_id}\r\n"
+                  "X-Amz-Executed-Version: $LATEST\r\n")
         if outcome.function_error:
-            headers["X-Amz-Function-Error"] = outcome.function_error
-            headers["Content-Type"] = "application/json"
+            fields += f"X-Amz-Function-Error: {outcome.function_error}\r\n"
         if inv.log_tail is not None:
-            headers["X-Amz-Log-Result"] = inv.log_tail.base64()
-        resp.send(200, outcome.payload, headers)
+            fields += f"X-Amz-Log-Result: {inv.log_tail.base64()}\r\n"
+        resp.send_platform(200, outcome.payload, fields)
 
     async def invoke_stream(self, req: Request, resp: Response, rid: str, name: str) -> None:
         rec = self._qualified(req, name)
