@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS log_streams (
     UNIQUE (group_name, name)
 );
 CREATE TABLE IF NOT EXISTS log_events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,         -- (not AUTOINCREMENT: its sqlite_sequence update cost ~8 µs a warm invoke)
     stream_id INTEGER NOT NULL,     -- log_streams.id
     group_id INTEGER NOT NULL,      -- log_groups.id
     timestamp INTEGER NOT NULL,
