@@ -341,6 +341,11 @@ class ExecutionEnvironment:
     def _end_invoke(self, inv: Invocation, error: BaseException | None) -> None:
         """The invocation is over: free the environment and tell whoever ran it (once)."""
         on_end, self._on_end = self._on_end, None
+        watched = self._watching
+        if watched is not None and watched[0] is inv:  # ended by a fault before its own end came
+            self._watching = None
+            if self._deadline is not None:
+                self._deadline.cancel()
         if self._current is inv:
             self._current = None
         self.last_used = time.monotonic()
