@@ -96,10 +96,14 @@ class Request:
     def __init__(self, proto: HttpProtocol, method: str, target: bytes, headers: dict[str, str]) -> None:
         self._proto = proto
         self.method = method
-        url = httptools.parse_url(target)
-        self.raw_path = (url.path or b"/").decode("latin-1")
-        self.path = unquote(self.raw_path)
-        self.query = (url.query or b"").decode("latin-1")
+        if target[:1] == b"/" and b"?" not in target and b"%" not in target and b"#" not in target:
+            self.raw_path = self.path = target.decode("latin-1")  # (the usual case: nothing to parse)
+            self.query = ""
+        else:
+            url = httptools.parse_url(target)
+            self.raw_path = (url.path or b"/").decode("latin-1")
+            self.path = unquote(self.raw_path)
+            self.query = (url.query or b"").decode("latin-1")
         self.headers = headers
         self.trailers: dict[str, str] = {}
         self._chunks: list[bytes] = []
