@@ -339,3 +339,45 @@ def test_event_invokes_still_logged(server, py_fn):
             return
         time.sleep(0.2)
     raise AssertionError("event invoke never ran")
+
+
+def test_heavy_invoke_payloads_are_checked_to_be_json(server, py_fn):
+    """A 3 MB payload of 1.5 million values (~180 ms of json.loads) is checked by a child process,
+    not on the event loop; a broken one is refused as Lambda refuses it."""
+    lam = server.client("lambda", read_timeout=60)
+    dense = b"[" + b"0," * 1_500_000 + b"0]"
+    out = lam.invoke(FunctionName=py_fn, Payload=dense)
+    assert "pid" in json.loads(out["Payload"].read())
+    with pytest.raises(ClientError) as err:
+        lam.invoke(FunctionName=py_fn, Payload=dense[:-1])  # no closing bracket
+    assert err.value.response["Error"]["Code"] == "InvalidRequestContentException"
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    with pytest.raises(ClientError) as err:
+        lam.invoke(FunctionName=py_fn, Payload=dense[:800_000], InvocationType="Event")  # (under 1 MB)
+    assert err.value.response["Error"]["Code"] == "InvalidRequestContentException"
+
+
+def test_client_context_with_a_newline_reaches_the_function_intact(server):
+    """JSON may hold a newline between tokens: passed on as it was, it would forge a header line of
+    the runtime's /next answer."""
+    name = unique_name("ctx")
+    code = "def handler(event, context):\n    return context.client_context.custom\n"
+    server.lambda_client.create_function(
+        FunctionName=name, Runtime="python3.11", Handler="app.handler", Role="arn:aws:iam::1:role/x",
+        Code={"ZipFile": make_zip({"app.py": code}, executable=())})
+    context = base64.b64encode(b'{"custom":\n{"a": "b"},\r\n"env": {}}').decode()
+    out = server.lambda_client.invoke(FunctionName=name, Payload=b"{}", ClientContext=context)
+    assert "FunctionError" not in out
+    assert json.loads(out["Payload"].read()) == {"a": "b"}
+
+
+def test_logs_api_request_over_the_limit_names_its_operation(server):
+    conn = _conn(server)
+    body = json.dumps({"logGroupName": "/aws/lambda/x", "filterPattern": "p" * (1 << 20)}).encode()
+    conn.request("POST", "/", body=body, headers={"X-Amz-Target": "Logs_20140328.FilterLogEvents",
+                                                   "Content-Type": "application/x-amz-json-1.1"})
+    resp = conn.getresponse()
+    doc = json.loads(resp.read())
+    assert resp.status == 413 and doc["__type"] == "RequestEntityTooLargeException"
+    assert doc["message"] == "Request must be smaller than 1048576 bytes for the FilterLogEvents operation"
+    conn.close()

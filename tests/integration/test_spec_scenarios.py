@@ -123,7 +123,7 @@ def test_process_list_script_runs_verbatim(server):
     # Without a PID namespace (issue 10) the script walks every process of the host, under `set -e`:
     # one that exits between the glob and its `tr < /proc/$pid/cmdline` ends the script early. The
     # other test worker starts and ends processes all the time, so a walk may be tried again.
-    for _attempt in range(3):
+    for _attempt in range(6):
         name, _ = deploy(server, sb.PROCESS_LIST, timeout=60)
         resp, _, _ = invoke(server, name, {"k": 1})
         assert resp["FunctionError"] == "Unhandled"

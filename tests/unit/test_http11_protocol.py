@@ -25,6 +25,7 @@ import pytest
 
 from lambdalet import http11
 from lambdalet.http11 import (
+    DEFER,
     BodyTooLarge,
     HttpProtocol,
     HttpServer,
@@ -1721,3 +1722,78 @@ def test_plain_error_and_closing_answer():
     [a] = parse_answers(server.closing_answer(431, "too big"))
     assert (a.status, a.body, a.closes) == (431, b"too big", True)
     assert a.header("content-length") == "7"
+
+
+# -- deferred answers (DEFER) and what one read answers going out in one write
+
+
+class Parked:
+    """A fast handler that parks GET /park (answered later by release()) and answers POST at once."""
+
+    def __init__(self) -> None:
+        self.parked: list[Response] = []
+        self.lost = 0
+
+    def fast(self, req: Request, resp: Response):
+        if req.method == "GET" and req.path == "/park":
+            resp.on_lost = self._lost
+            self.parked.append(resp)
+            return DEFER
+        resp.send(202, b"ok", [("Content-Type", "text/plain")])
+        return None
+
+    def _lost(self) -> None:
+        self.lost += 1
+
+    def release(self, body: bytes = b"event") -> None:
+        self.parked.pop(0).send(200, body, [("Content-Type", "text/plain")])
+
+
+@aio
+async def test_a_deferred_answer_is_sent_when_ready_and_the_next_request_waits_for_it():
+    parked = Parked()
+    h = Harness(fast=parked.fast)
+    c = h.connect()
+    c.send(get("/park"))
+    assert c.transport.writes == [] and len(parked.parked) == 1
+    c.send(post("/after", b"x"))  # (a client may pipeline behind it: it is answered in order)
+    assert c.transport.writes == []
+    parked.release()
+    await settle()
+    assert [(a.status, a.body) for a in c.answers()] == [(200, b"event"), (202, b"ok")]
+    assert not c.closed
+
+
+@aio
+async def test_answers_before_a_deferred_one_go_out_with_it_in_one_write():
+    parked = Parked()
+    h = Harness(fast=parked.fast)
+    c = h.connect()
+    c.send(post("/response", b"r") + get("/park"))  # a runtime's /response and its next /next
+    assert c.transport.writes == []  # the 202 waits for the event...
+    parked.release()
+    assert len(c.transport.writes) == 1  # ...and both leave in one segment
+    assert [a.status for a in c.answers()] == [202, 200]
+
+
+@aio
+async def test_an_answer_with_nothing_deferred_behind_it_goes_out_at_once():
+    parked = Parked()
+    h = Harness(fast=parked.fast)
+    c = h.connect()
+    c.send(post("/response", b"r"))
+    assert [a.status for a in c.answers()] == [202]
+    c.send(post("/a", b"1") + post("/b", b"2"))  # two answers of one read: one write
+    assert len(c.transport.writes) == 2 and [a.status for a in c.answers()] == [202, 202, 202]
+
+
+@aio
+async def test_a_client_gone_while_deferred_is_told_to_the_owner_and_nothing_is_written():
+    parked = Parked()
+    h = Harness(fast=parked.fast)
+    c = h.connect()
+    c.send(post("/response", b"r") + get("/park"))
+    c.transport.hang_up()
+    assert parked.lost == 1
+    parked.release()  # the owner answers anyway: dropped
+    assert c.transport.writes == [] and c.transport.late_writes == []

@@ -78,3 +78,29 @@ def test_a_platform_fault_fails_the_caller_and_replaces_the_environment(
             scheduler.shutdown()
 
     asyncio.run(scenario())
+
+
+def test_a_freed_environment_wakes_one_waiter_and_tops_the_ready_stack(tmp_path: Path) -> None:
+    """One free environment is one invocation's: waking every waiter made each of the others
+    cold-start an environment (8 connections used to bring up 16-19 of them)."""
+    from lambdalet.scheduler.pool import FunctionPool
+
+    async def scenario() -> None:
+        pool = FunctionPool(echo_spec(tmp_path), None)
+        loop = asyncio.get_running_loop()
+        waiters = [loop.create_future() for _ in range(3)]
+        pool.waiters.extend(waiters)
+        envs = [ExecutionEnvironment(pool.spec, Sink(), str(tmp_path / "tmp")) for _ in range(2)]
+        for env in envs:
+            env.state = EnvState.READY
+            pool.envs.append(env)
+        waiters[0].cancel()  # one that timed out meanwhile is skipped
+        pool.freed(envs[0])
+        assert [w.done() and not w.cancelled() for w in waiters] == [False, True, False]
+        pool.freed(envs[1])
+        assert waiters[2].done()
+        assert pool.pick() is envs[1]  # the most recently freed first
+        pool.take(envs[1])
+        assert pool.pick() is envs[0] and envs[1].waiting_invoke
+
+    asyncio.run(scenario())

@@ -10,7 +10,7 @@ import re
 import resource
 from dataclasses import dataclass, field
 
-from lambdalet.api.errors import AwsError, protocol_error, service_error
+from lambdalet.api.errors import AwsError, protocol_error, request_too_large, service_error
 from lambdalet.api.function_urls import FunctionUrls, url_target
 from lambdalet.api.functions import FunctionManager
 from lambdalet.api.invoker import Invoker
@@ -135,8 +135,7 @@ class FrontDoor:
             try:
                 raw = await req.read(MAX_API_REQUEST)
             except BodyTooLarge:
-                raise AwsError(413, "InvalidParameterException",
-                               f"Request must be smaller than {MAX_API_REQUEST} bytes") from None
+                raise request_too_large(amz_target[len(TARGET_PREFIX):], MAX_API_REQUEST) from None
             doc = self.logs_api.handle(amz_target, raw)
             resp.send(200, json.dumps(doc).encode(),
                       {"Content-Type": "application/x-amz-json-1.1", "x-amzn-RequestId": request_id})

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import lambdalet
-from lambdalet.api.errors import AwsError, invalid, service_error
+from lambdalet.api.errors import AwsError, invalid, request_too_large, service_error
 from lambdalet.http11 import BodyTooLarge, Request
 from lambdalet.limits import MAX_API_REQUEST, MAX_CODE_REQUEST
 from lambdalet.store import request_body as rb
@@ -38,12 +38,6 @@ _REPLY_LIMIT = rb.INLINE_BYTES + 4096  # a child's reply line is light by constr
 _PIPE_SIZE = 1 << 20
 _CENTRAL_ENTRY = b"PK\x01\x02"  # starts each central directory record: counts a zip's entries (at most)
 _THREAD_ENTRIES = 64  # a zip of at most this many entries is unpacked in a thread (~3 ms of work)
-
-
-def request_too_large(operation: str, limit: int) -> AwsError:
-    """Lambda's answer to a request body over the operation's limit."""
-    return AwsError(413, "RequestEntityTooLargeException",
-                    f"Request must be smaller than {limit} bytes for the {operation} operation")
 
 
 def body_error(err: BodyError) -> AwsError:

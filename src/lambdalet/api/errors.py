@@ -38,6 +38,12 @@ def conflict(message: str) -> AwsError:
     return AwsError(409, "ResourceConflictException", message)
 
 
+def request_too_large(operation: str, limit: int) -> AwsError:
+    """Lambda's answer to a request body over the operation's limit."""
+    return AwsError(413, "RequestEntityTooLargeException",
+                    f"Request must be smaller than {limit} bytes for the {operation} operation")
+
+
 def service_error(message: str = "An internal error occurred.") -> AwsError:
     return AwsError(500, "ServiceException", message, error_kind="Service")
 
