@@ -34,6 +34,8 @@ def test_report_line_layout_and_init_duration_last():
     (3004.24, 3, 32.33, 3033),  # spec: capped, plus init
     (88.56, 3, None, 89),
     (0.2, 3, None, 1),
+    (4.004, 3, None, 4),  # the line shows "Duration: 4.00 ms": billed as shown, not 5
+    (4.006, 3, None, 5),
 ])
 def test_billed_duration_matches_the_spec(duration, timeout, init, billed):
     assert platform_log.billed_ms(duration, timeout, init) == billed

@@ -47,8 +47,12 @@ def end(request_id: str) -> str:
 
 
 def billed_ms(duration_ms: float, timeout_s: int, init_ms: float | None) -> int:
-    """Billed duration: invoke time capped at the timeout, plus init for provided runtimes' cold starts."""
-    billed = min(duration_ms, timeout_s * 1000.0) + (init_ms or 0.0)
+    """Billed duration: invoke time capped at the timeout, plus init for provided runtimes' cold starts.
+
+    Each part is taken as the REPORT line shows it (to 0.01 ms), so "Duration: 4.00 ms" bills 4 ms,
+    never 5 ms for a 4.004 ms that the line cannot show.
+    """
+    billed = round(min(duration_ms, timeout_s * 1000.0), 2) + round(init_ms or 0.0, 2)
     return max(1, math.ceil(billed - 1e-9))
 
 
