@@ -374,6 +374,16 @@ Handler = Callable[[Request, Response], Awaitable[None]]
 FastHandler = Callable[[Request, Response], Awaitable[None] | _Deferred | None]
 
 
+class _LostParser:
+    """What a closed connection parses with: nothing more is parsed."""
+
+    def feed_data(self, data: bytes | memoryview) -> None:
+        pass
+
+
+_LOST = _LostParser()
+
+
 class HttpProtocol(asyncio.Protocol):
     """One connection: parses requests with httptools and runs the handler for each, in order."""
 
@@ -506,6 +516,7 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._cork = None
+        self.parser = _LOST  # (the parser holds this protocol: a cycle per connection left to the GC)
         if self._current is not None and not self._current._complete:
             self._current._finish(ConnectionError("client disconnected"))
         for w in self._drain_waiters:
@@ -689,7 +700,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         req, resp = self._deferred
         self._deferred = None
-        resp._on_finish = None
+        resp._on_finish = resp.on_lost = None  # (on_lost usually holds resp: a cycle left to the GC)
         if self._close_out(req, resp) and self._queue:
             self._start()
         if self._deferred is None:

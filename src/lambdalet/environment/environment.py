@@ -82,6 +82,11 @@ class ExecutionEnvironment:
         self._exit_watched: BootstrapProcess | None = None
         self._init_error: tuple[str, bytes] | None = None
         self._init_task: asyncio.Task[None] | None = None
+        self._log_group = spec.log_group
+        try:  # (asyncio.get_running_loop() costs a getpid() syscall on Python 3.11: asked once)
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
         self._cold_init_ms: float | None = None  # reported once, on the first invoke
         self._current: Invocation | None = None
         self.waiting_invoke = False
@@ -96,7 +101,7 @@ class ExecutionEnvironment:
 
     def emit(self, message: str) -> None:
         """Record one log event (CloudWatch keeps each event's trailing newline, as Lambda sends it)."""
-        self.sink.append(self.spec.log_group, self.log_stream, message, platform_log.now_ms())
+        self.sink.append(self._log_group, self.log_stream, message, platform_log.now_ms())
         inv = self._current
         if inv is None:
             self._recent.append(message)
@@ -140,7 +145,7 @@ class ExecutionEnvironment:
     def finishing(self) -> bool:
         """Busy, but the caller already has its response: free again at the runtime's next /next."""
         inv = self._current
-        return self.state is EnvState.BUSY and inv is not None and inv.outcome.done() and not self.retired
+        return self.state is EnvState.BUSY and inv is not None and inv.resolved and not self.retired
 
     def start(self) -> None:
         """Begin the Init phase (a cold start)."""
@@ -383,7 +388,7 @@ class ExecutionEnvironment:
         session, proc = self.session, self.process
         assert session is not None and proc is not None
         self._platform(platform_log.start(inv.request_id))
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         self._watching = (inv, started, init_ms, proc)
         remaining = self.spec.timeout_s - (time.monotonic() - started)
         self._deadline = loop.call_later(max(remaining, 0.0), self._timed_out)
@@ -445,8 +450,9 @@ class ExecutionEnvironment:
 
     @staticmethod
     def _fail_stream(inv: Invocation, outcome: Outcome) -> None:
-        if inv.outcome.done():
-            stream = inv.outcome.result().stream
+        result = inv.result
+        if result is not None:
+            stream = result.stream
             if stream is not None and not stream.closed:
                 stream.close(outcome.error_type, outcome.payload)
 

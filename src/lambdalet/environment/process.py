@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import signal
 import struct
 import subprocess
@@ -105,6 +106,12 @@ class BootstrapProcess:
         self.pid = pid
         self.output = output
         self.frames = frames
+        # drain_output() asks the kernel once whether either pipe holds output, instead of reading
+        # both to EAGAIN (one syscall and no exceptions, on every warm invoke)
+        self._readers = {r.fd: r for r in (output, frames) if r is not None}
+        self._pending_output = select.poll()
+        for fd in self._readers:
+            self._pending_output.register(fd, select.POLLIN)
         self.returncode: int | None = None
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.started = time.monotonic()
@@ -183,9 +190,14 @@ class BootstrapProcess:
 
     def drain_output(self) -> None:
         """Read whatever output is already in the pipes, so it is logged before what happens next."""
-        self.output.drain()
-        if self.frames is not None:
-            self.frames.drain()
+        for fd, _ in self._pending_output.poll(0):
+            reader = self._readers.get(fd)
+            if reader is not None:
+                reader.drain()
+            if reader is None or reader.eof:  # (closed: its fd number may belong to another file now)
+                self._readers.pop(fd, None)
+                with contextlib.suppress(KeyError, ValueError):
+                    self._pending_output.unregister(fd)
 
     async def settle_output(self, timeout: float = 0.2) -> None:
         """After exit: wait briefly for the pipes to close (children may still hold them), then stop."""
