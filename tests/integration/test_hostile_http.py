@@ -142,7 +142,7 @@ def test_function_response_over_the_limit_is_an_error_and_stays_warm(server, py_
     assert out["FunctionError"] == "Unhandled"
     doc = json.loads(out["Payload"].read())
     assert doc["errorType"] == "Function.ResponseSizeTooLarge"
-    assert "6291557 bytes" in doc["errorMessage"]
+    assert doc["errorMessage"] == "Response payload size exceeded maximum allowed payload size (6291556 bytes)."
     again = lam.invoke(FunctionName=py_fn, Payload=b"{}")
     assert "pid" in json.loads(again["Payload"].read())
 

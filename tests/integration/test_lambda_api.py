@@ -142,7 +142,8 @@ def test_update_configuration_validates_and_keeps_the_function_usable(server):
             urllib.request.urlopen(req)
         assert http_exc.value.code == 400
     cfg = raw.update_function_configuration(FunctionName=name, LoggingConfig={"LogFormat": "JSON"})
-    assert cfg["LoggingConfig"] == {"LogFormat": "JSON", "LogGroup": f"/aws/lambda/{name}"}
+    assert cfg["LoggingConfig"] == {"LogFormat": "JSON", "LogGroup": f"/aws/lambda/{name}",
+                                    "ApplicationLogLevel": "INFO", "SystemLogLevel": "INFO"}
     assert server.lambda_client.invoke(FunctionName=name, Payload=b"{}")["StatusCode"] == 200
 
 
@@ -325,7 +326,7 @@ done
     assert resp["FunctionError"] == "Unhandled"
     doc = json.loads(resp["Payload"].read())
     assert doc["errorType"] == "Function.ResponseSizeTooLarge"
-    assert "exceeded maximum allowed payload size (6291556 bytes)" in doc["errorMessage"]
+    assert doc["errorMessage"] == "Response payload size exceeded maximum allowed payload size (6291556 bytes)."
     wait_for_log(server, name, lambda m: any("RequestEntityTooLarge" in x or x.endswith("413") for x in m))
 
 

@@ -70,8 +70,10 @@ def test_function_url_config_lifecycle(server):
     with pytest.raises(ClientError) as exc:
         lam.get_function_url_config(FunctionName=name)
     assert exc.value.response["Error"]["Code"] == "ResourceNotFoundException"
-    status, _, _ = http("GET", cfg["FunctionUrl"])
-    assert status == 404
+    status, headers, body = http("GET", cfg["FunctionUrl"])
+    assert (status, headers["x-amzn-ErrorType"]) == (403, "AccessDeniedException")
+    assert json.loads(body) == {"Message": "Forbidden. For troubleshooting Function URL authorization issues, see: "
+                                           "https://docs.aws.amazon.com/lambda/latest/dg/urls-auth.html"}
 
 
 def test_function_url_builds_a_v2_event(url_fn):

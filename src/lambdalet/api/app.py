@@ -10,17 +10,28 @@ import re
 import resource
 from dataclasses import dataclass, field
 
+from lambdalet.api.destinations import Destinations
 from lambdalet.api.errors import AwsError, protocol_error, request_too_large, service_error
+from lambdalet.api.event_configs import EventConfigApi, EventInvokeConfigs
 from lambdalet.api.function_urls import FunctionUrls, url_target
 from lambdalet.api.functions import FunctionManager
 from lambdalet.api.invoker import Invoker
 from lambdalet.api.lambda_api import LambdaApi
 from lambdalet.api.logs_api import TARGET_PREFIX, LogsApi
+from lambdalet.api.recursion_config import RecursionConfigApi
 from lambdalet.http11 import DEFER, BodyTooLarge, HttpServer, Request, Response, ServerLimits
 from lambdalet.invocation import new_request_id
 from lambdalet.limits import KEEP_ALIVE_S, MAX_API_REQUEST, MAX_CONNECTIONS, MAX_HEAD_BYTES
 from lambdalet.scheduler import Limits, Scheduler
-from lambdalet.store import AsyncEventQueue, CodeStore, FunctionStore, LogStore, connect
+from lambdalet.store import (
+    AsyncEventQueue,
+    CodeStore,
+    EventConfigStore,
+    FunctionStore,
+    LogStore,
+    RecursionConfigStore,
+    connect,
+)
 
 log = logging.getLogger("lambdalet.api")
 _INVOKE_PREFIX = "/2015-03-31/functions/"
@@ -61,9 +72,11 @@ class FrontDoor:
         self.functions = FunctionManager(FunctionStore(self.db), CodeStore(os.path.join(data, "code")),
                                          settings.region, settings.account, os.path.join(data, "opt"),
                                          settings.interpreters, memory_limit=settings.memory_limit)
-        self.invoker = Invoker(self.functions, self.scheduler, AsyncEventQueue(self.db),
-                               settings.async_retry_delay_s)
-        self.lambda_api = LambdaApi(self.functions, self.invoker)
+        event_configs = EventInvokeConfigs(EventConfigStore(self.db), self.functions)
+        self.invoker = Invoker(self.functions, self.scheduler, AsyncEventQueue(self.db), event_configs,
+                               Destinations(self.functions, self.logs), settings.async_retry_delay_s)
+        self.lambda_api = LambdaApi(self.functions, self.invoker, EventConfigApi(event_configs),
+                                    RecursionConfigApi(RecursionConfigStore(self.db), self.functions))
         self.logs_api = LogsApi(self.logs, settings.region, settings.account)
         self.urls = FunctionUrls(self.functions, self.invoker)
         limits = ServerLimits(MAX_HEAD_BYTES, settings.keep_alive_s, _connection_cap(settings.max_connections))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -27,6 +28,9 @@ HTTP_INTEGRATION = "application/vnd.awslambda.http-integration-response"
 _TEXT_TYPES = ("text/", "application/json", "application/javascript", "application/xml",
                "application/x-www-form-urlencoded", "+json", "+xml")
 _DELIMITER = b"\x00" * 8
+_SLASHES = re.compile(r"/{2,}")
+_FORBIDDEN = (b'{"Message":"Forbidden. For troubleshooting Function URL authorization issues, see: '
+              b'https://docs.aws.amazon.com/lambda/latest/dg/urls-auth.html"}')
 
 
 def url_target(req: Request) -> tuple[str, str] | None:
@@ -103,7 +107,9 @@ def map_result(payload: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         return 200, [("Content-Type", "application/json")], payload
     if isinstance(doc, dict) and "statusCode" in doc:
         status = doc.get("statusCode")
-        if not isinstance(status, int) or not 100 <= status <= 599:
+        if isinstance(status, str) and status.isdecimal():  # Lambda takes "418" as 418
+            status = int(status)
+        if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
             raise ValueError("bad statusCode")
         headers = [(str(k), str(v)) for k, v in (doc.get("headers") or {}).items()]
         if not any(k.lower() == "content-type" for k, _ in headers):
@@ -123,6 +129,8 @@ def map_result(payload: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         return status, headers, data
     if isinstance(doc, dict | list):
         payload = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+    elif isinstance(doc, str):  # a JSON string is the body itself
+        payload = doc.encode()
     return 200, [("Content-Type", "application/json")], payload
 
 
@@ -184,9 +192,11 @@ class FunctionUrls:
 
     async def handle(self, req: Request, resp: Response, url_id: str, raw_path: str) -> None:
         rec = self.functions.store.by_url_id(url_id)
-        if rec is None or rec.url_config is None:
-            resp.send(404, b'{"Message":null}', {"Content-Type": "application/json"})
+        if rec is None or rec.url_config is None:  # an unknown URL id is forbidden, as on AWS
+            resp.send(403, _FORBIDDEN, {"Content-Type": "application/json",
+                                        "x-amzn-ErrorType": "AccessDeniedException"})
             return
+        raw_path = _SLASHES.sub("/", raw_path)
         if rec.url_config.get("AuthType") == "AWS_IAM" and "authorization" not in req.headers:
             resp.send(403, b'{"Message":"Forbidden"}', {"Content-Type": "application/json"})
             return

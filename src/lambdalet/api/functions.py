@@ -22,7 +22,7 @@ _PARTIAL = re.compile(r"^(\d{12}):function:([a-zA-Z0-9-_]+)(?::([^:]+))?$")
 _ENV_KEY = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]+$")
 
 CONFIG_FIELDS = ("Role", "Handler", "Description", "Timeout", "MemorySize", "Environment", "Runtime",
-                 "Architectures", "LoggingConfig", "TracingConfig", "EphemeralStorage", "Layers")
+                 "Architectures", "LoggingConfig", "TracingConfig", "EphemeralStorage", "Layers", "DeadLetterConfig")
 
 
 def now_iso() -> str:
@@ -71,6 +71,38 @@ def _check_object(cfg: dict[str, Any], key: str, fields: dict[str, Any]) -> None
             raise invalid(f"Value {item!r} at '{key}.{name}' failed to satisfy constraint.")
 
 
+def _with_log_levels(logging_config: dict[str, Any]) -> dict[str, Any]:
+    """JSON logs have levels, INFO unless set, as Lambda returns them."""
+    if logging_config.get("LogFormat") == "JSON":
+        logging_config.setdefault("ApplicationLogLevel", "INFO")
+        logging_config.setdefault("SystemLogLevel", "INFO")
+    return logging_config
+
+
+_DLQ_ARN = re.compile(r"(arn:(aws[a-zA-Z-]*)?:[a-z0-9-.]+:.*)|()")
+
+
+def _check_dead_letter(cfg: dict[str, Any]) -> None:
+    """DeadLetterConfig: an SQS queue or SNS topic ARN; an empty TargetArn removes it."""
+    value = cfg.get("DeadLetterConfig")
+    if value is None:
+        return
+    target = value.get("TargetArn") if isinstance(value, dict) else None
+    if not isinstance(value, dict) or not isinstance(target, str | None):
+        raise invalid("DeadLetterConfig must be an object with a TargetArn.")
+    if not target:
+        del cfg["DeadLetterConfig"]
+        return
+    if len(target) > 10000 or not _DLQ_ARN.fullmatch(target):
+        raise AwsError(400, "ValidationException",
+                       f"1 validation error detected: Value '{target}' at 'deadLetterConfig.targetArn' failed to "
+                       "satisfy constraint: Member must satisfy regular expression pattern: "
+                       "(arn:(aws[a-zA-Z-]*)?:[a-z0-9-.]+:.*)|()")
+    if target.split(":")[2] not in ("sqs", "sns"):
+        raise invalid(f"The provided target arn {target} is invalid: a dead-letter queue is an SQS queue or an "
+                      "SNS topic.")
+
+
 class FunctionManager:
     """The function registry as the Lambda API sees it."""
 
@@ -95,6 +127,11 @@ class FunctionManager:
             target = self.arn(name) + (f":{qualifier}" if qualifier else "")
             raise not_found(f"Function not found: {target}")
         return rec, qualifier
+
+    def qualifier_exists(self, rec: FunctionRecord, qualifier: str | None) -> bool:
+        """Whether rec has qualifier. A stand-in: only $LATEST (or none) here; versions and aliases are
+        resolved elsewhere."""
+        return qualifier in (None, "$LATEST")
 
     def spec(self, rec: FunctionRecord) -> FunctionSpec:
         cfg = rec.config
@@ -177,6 +214,7 @@ class FunctionManager:
                                              "ApplicationLogLevel": _LOG_LEVELS, "SystemLogLevel": _LOG_LEVELS,
                                              "LogGroup": str})
         _check_object(cfg, "EphemeralStorage", {"Size": range(512, 10241)})
+        _check_dead_letter(cfg)
 
     # -- operations
     async def create(self, upload: CodeUpload) -> dict[str, Any]:
@@ -198,7 +236,7 @@ class FunctionManager:
             "Timeout": body.get("Timeout", 3), "MemorySize": body.get("MemorySize", 128),
             "Architectures": body.get("Architectures") or ["x86_64"],
         }
-        for key in ("Environment", "LoggingConfig", "TracingConfig", "EphemeralStorage"):
+        for key in ("Environment", "LoggingConfig", "TracingConfig", "EphemeralStorage", "DeadLetterConfig"):
             if body.get(key) is not None:
                 cfg[key] = body[key]
         self._validate(cfg)
@@ -220,7 +258,7 @@ class FunctionManager:
         cfg.setdefault("EphemeralStorage", {"Size": 512})
         logging_config = {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{cfg['FunctionName']}"}
         logging_config.update(cfg.get("LoggingConfig") or {})
-        cfg["LoggingConfig"] = logging_config
+        cfg["LoggingConfig"] = _with_log_levels(logging_config)
         cfg["SnapStart"] = {"ApplyOn": "None", "OptimizationStatus": "Off"}
         cfg["RuntimeVersionConfig"] = {"RuntimeVersionArn": f"arn:aws:lambda:{self.region}::runtime:lambdalet"}
 
@@ -258,7 +296,8 @@ class FunctionManager:
             if body.get(key) is not None and key != "Layers":
                 cfg[key] = body[key]
         if isinstance(body.get("LoggingConfig"), dict):
-            cfg["LoggingConfig"] = {**(rec.config.get("LoggingConfig") or {}), **body["LoggingConfig"]}
+            merged = {**(rec.config.get("LoggingConfig") or {}), **body["LoggingConfig"]}
+            cfg["LoggingConfig"] = _with_log_levels(merged)
         if body.get("Layers"):
             raise invalid("Layers are not supported by lambdalet yet.")
         self._validate(cfg)

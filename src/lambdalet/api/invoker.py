@@ -7,16 +7,16 @@ import contextlib
 import logging
 import time
 
+from lambdalet.api.destinations import Destinations
 from lambdalet.api.errors import AwsError
+from lambdalet.api.event_configs import AsyncSettings, EventInvokeConfigs
 from lambdalet.api.functions import FunctionManager
 from lambdalet.invocation import Invocation, Outcome, ResponseStream, error_document
 from lambdalet.limits import MAX_PAYLOAD
 from lambdalet.scheduler import Scheduler, Throttled
-from lambdalet.store import AsyncEventQueue, FunctionRecord
+from lambdalet.store import AsyncEvent, AsyncEventQueue, FunctionRecord
 
 log = logging.getLogger("lambdalet.invoker")
-
-ASYNC_RETRIES = 2  # Lambda retries a failed asynchronous invocation twice
 
 
 def throttled_error(exc: Throttled) -> AwsError:
@@ -35,8 +35,7 @@ async def collect(stream: ResponseStream) -> Outcome:
         body = stream.error_body or error_document(stream.error_type, stream.error_type)
         return Outcome(payload=body, function_error="Unhandled", error_type=stream.error_type)
     if size > MAX_PAYLOAD:
-        msg = (f"Response payload size ({size} bytes) exceeded maximum allowed payload size "
-               f"({MAX_PAYLOAD} bytes).")
+        msg = f"Response payload size exceeded maximum allowed payload size ({MAX_PAYLOAD} bytes)."
         return Outcome(payload=error_document("Function.ResponseSizeTooLarge", msg), function_error="Unhandled",
                        error_type="Function.ResponseSizeTooLarge")
     return Outcome(payload=b"".join(parts), content_type=stream.content_type)
@@ -46,10 +45,13 @@ class Invoker:
     """Hands invocations to the scheduler, and runs accepted Event invocations in the background."""
 
     def __init__(self, functions: FunctionManager, scheduler: Scheduler, queue: AsyncEventQueue,
+                 event_configs: EventInvokeConfigs, destinations: Destinations,
                  async_retry_delay_s: float = 60.0) -> None:
         self.functions = functions
         self.scheduler = scheduler
         self.queue = queue
+        self.event_configs = event_configs
+        self.destinations = destinations
         self.async_retry_delay_s = async_retry_delay_s
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
@@ -119,27 +121,43 @@ class Invoker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), delay)
 
-    async def _run_event(self, event) -> None:
+    async def _run_event(self, event: AsyncEvent) -> None:
         try:
-            rec = self.functions.store.get(event.function)
-            if rec is None:
-                self.queue.delete(event.id)
-                return
-            inv = Invocation(payload=event.payload, invoked_arn=rec.config["FunctionArn"],
-                             request_id=event.request_id, client_context=event.client_context)
-            try:
-                outcome = await self.invoke(rec, inv, wait_done=True)
-            except AwsError:  # throttled: try again shortly, not counted as an attempt
-                self.queue.postpone(event.id, 0.5, attempted=False)
-                return
-            if outcome.function_error and event.attempts < ASYNC_RETRIES:
-                delay = self.async_retry_delay_s * (event.attempts + 1)
-                self.queue.postpone(event.id, delay, attempted=True)
-            else:
-                self.queue.delete(event.id)
+            await self._attempt(event)
         except Exception:
             log.exception("asynchronous invocation %s failed", event.request_id)
-            self.queue.postpone(event.id, self.async_retry_delay_s, attempted=True)
+            # a system error, as Lambda counts them: not an attempt; tried again until the event is too old
+            self.queue.postpone(event.id, self.async_retry_delay_s, attempted=False)
         finally:
             self._running.discard(event.id)
             self._wakeup.set()
+
+    async def _attempt(self, event: AsyncEvent) -> None:
+        """One try at an Event invocation, under its function's event invoke configuration."""
+        rec = self.functions.store.get(event.function)
+        if rec is None:
+            self.queue.delete(event.id)
+            return
+        qualifier = "$LATEST"  # (the queue holds invocations of $LATEST)
+        settings = self.event_configs.settings(rec.name, qualifier)
+        if time.time() - event.created > settings.max_age_s:  # too old: dropped, not run
+            self._finish(rec, qualifier, event, "EventAgeExceeded", event.attempts, None, settings)
+            return
+        inv = Invocation(payload=event.payload, invoked_arn=rec.config["FunctionArn"],
+                         request_id=event.request_id, client_context=event.client_context)
+        try:
+            outcome = await self.invoke(rec, inv, wait_done=True)
+        except AwsError:  # throttled: try again shortly, not counted as an attempt
+            self.queue.postpone(event.id, 0.5, attempted=False)
+            return
+        if not outcome.function_error:
+            self._finish(rec, qualifier, event, "Success", event.attempts + 1, outcome, settings)
+        elif event.attempts < settings.max_retries:
+            self.queue.postpone(event.id, self.async_retry_delay_s * (event.attempts + 1), attempted=True)
+        else:
+            self._finish(rec, qualifier, event, "RetriesExhausted", event.attempts + 1, outcome, settings)
+
+    def _finish(self, rec: FunctionRecord, qualifier: str, event: AsyncEvent, condition: str, invoke_count: int,
+                outcome: Outcome | None, settings: AsyncSettings) -> None:
+        follow_ups = self.destinations.deliveries(rec, qualifier, event, condition, invoke_count, outcome, settings)
+        self.queue.complete(event.id, follow_ups)

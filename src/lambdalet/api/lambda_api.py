@@ -13,13 +13,16 @@ from urllib.parse import parse_qs
 from lambdalet.api import eventstream
 from lambdalet.api.code_upload import check_json_payload, read_json, receive_code
 from lambdalet.api.errors import AwsError, conflict, invalid, not_found, service_error
+from lambdalet.api.event_configs import EventConfigApi
 from lambdalet.api.functions import FunctionManager, now_iso
 from lambdalet.api.invoker import Invoker, collect
+from lambdalet.api.recursion_config import RecursionConfigApi
 from lambdalet.http11 import DEFER, BodyTooLarge, Request, Response, valid_field
 from lambdalet.invocation import Invocation, LogTail, Outcome
 from lambdalet.limits import ASYNC_MAX_PAYLOAD, MAX_PAYLOAD
 from lambdalet.store.request_body import is_light
 
+UNRESERVED_MINIMUM = 100  # concurrency Lambda keeps for functions without a reservation
 _deliveries: set[asyncio.Task[None]] = set()  # streamed outcomes being collected for their callers
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(r"^/2015-03-31/functions/?$"), "create_function"),
@@ -41,6 +44,13 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("DELETE", re.compile(r"^/2017-10-31/functions/(?P<name>[^/]+)/concurrency/?$"), "delete_concurrency"),
     ("GET", re.compile(r"^/2019-09-30/functions/(?P<name>[^/]+)/concurrency/?$"), "get_concurrency"),
     ("GET", re.compile(r"^/2016-08-19/account-settings/?$"), "account_settings"),
+    ("PUT", re.compile(r"^/2019-09-25/functions/(?P<name>[^/]+)/event-invoke-config/?$"), "event_configs.put"),
+    ("POST", re.compile(r"^/2019-09-25/functions/(?P<name>[^/]+)/event-invoke-config/?$"), "event_configs.update"),
+    ("GET", re.compile(r"^/2019-09-25/functions/(?P<name>[^/]+)/event-invoke-config/?$"), "event_configs.get"),
+    ("DELETE", re.compile(r"^/2019-09-25/functions/(?P<name>[^/]+)/event-invoke-config/?$"), "event_configs.delete"),
+    ("GET", re.compile(r"^/2019-09-25/functions/(?P<name>[^/]+)/event-invoke-config/list/?$"), "event_configs.list"),
+    ("GET", re.compile(r"^/2024-08-31/functions/(?P<name>[^/]+)/recursion-config/?$"), "recursion.get"),
+    ("PUT", re.compile(r"^/2024-08-31/functions/(?P<name>[^/]+)/recursion-config/?$"), "recursion.put"),
 ]
 
 
@@ -83,9 +93,12 @@ def _bad_payload(detail: str) -> AwsError:
 class LambdaApi:
     """Handlers for the Lambda operations lambdalet implements."""
 
-    def __init__(self, functions: FunctionManager, invoker: Invoker) -> None:
+    def __init__(self, functions: FunctionManager, invoker: Invoker, event_configs: EventConfigApi,
+                 recursion: RecursionConfigApi) -> None:
         self.functions = functions
         self.invoker = invoker
+        self.event_configs = event_configs
+        self.recursion = recursion
 
     def match(self, method: str, path: str) -> tuple[str, dict[str, str]] | None:
         allowed = False
@@ -101,7 +114,8 @@ class LambdaApi:
 
     async def handle(self, handler: str, params: dict[str, str], req: Request, resp: Response,
                      request_id: str) -> None:
-        await getattr(self, handler)(req, resp, request_id, **params)
+        owner, _, method = handler.rpartition(".")  # "owner.method": a handler of another module's
+        await getattr(getattr(self, owner) if owner else self, method)(req, resp, request_id, **params)
 
     def _retire_and_configure(self, name: str) -> None:
         rec = self.functions.store.get(name)
@@ -172,6 +186,8 @@ class LambdaApi:
         rec = self.functions.delete(name)
         self.invoker.scheduler.remove(rec.name)
         self.invoker.queue.delete_function(rec.name)
+        self.event_configs.delete_function(rec.name)
+        self.recursion.delete_function(rec.name)
         resp.send(204, b"", {"x-amzn-RequestId": rid})
 
     # -- invoke
@@ -277,7 +293,7 @@ class LambdaApi:
             raise invalid(f"Invalid InvocationType: {kind}")
         tail = req.headers.get("x-amz-log-type", "None") == "Tail"
         if kind == "DryRun":
-            resp.send(204, b"", {"x-amzn-RequestId": rid, "X-Amz-Executed-Version": "$LATEST"})
+            resp.send(204, b"", {"x-amzn-RequestId": rid})
             return
         limit = ASYNC_MAX_PAYLOAD if kind == "Event" else MAX_PAYLOAD
         if payload is None:
@@ -289,7 +305,7 @@ class LambdaApi:
         inv = self._invocation(req, rec, payload)
         if kind == "Event":
             self.invoker.enqueue(rec, inv)
-            resp.send(202, b"", {"x-amzn-RequestId": inv.request_id, "X-Amz-Executed-Version": "$LATEST"})
+            resp.send(202, b"", {"x-amzn-RequestId": inv.request_id})
             return
         if tail:
             inv.log_tail = LogTail()
@@ -417,11 +433,22 @@ class LambdaApi:
         _json(resp, 200, {"FunctionUrlConfigs": docs}, rid)
 
     # -- concurrency
+    def _unreserved(self, leaving_out: str | None = None) -> tuple[int, int]:
+        """(the account's unreserved concurrency, the minimum it must keep), with leaving_out's reservation
+        not counted."""
+        limit = self.invoker.scheduler.limits.max_concurrency
+        reserved = sum(r.reserved_concurrency or 0 for r in self.functions.store.all() if r.name != leaving_out)
+        return limit - reserved, min(UNRESERVED_MINIMUM, limit)
+
     async def put_concurrency(self, req: Request, resp: Response, rid: str, name: str) -> None:
         rec, _ = self.functions.get(name)
         value = (await read_json(req, "PutFunctionConcurrency")).get("ReservedConcurrentExecutions")
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise invalid("ReservedConcurrentExecutions must be a non-negative integer.")
+        unreserved, minimum = self._unreserved(leaving_out=rec.name)
+        if unreserved - value < minimum:
+            raise invalid("Specified ReservedConcurrentExecutions for function decreases account's "
+                          f"UnreservedConcurrentExecution below its minimum value of [{minimum}].")
         rec.reserved_concurrency = value
         self.functions.store.save(rec)
         self.invoker.prepare(rec)
@@ -441,11 +468,12 @@ class LambdaApi:
         _json(resp, 200, doc, rid)
 
     async def account_settings(self, req: Request, resp: Response, rid: str) -> None:
-        limit = self.invoker.scheduler.limits.max_concurrency
+        records = self.functions.store.all()
         _json(resp, 200, {
             "AccountLimit": {"TotalCodeSize": 80530636800, "CodeSizeUnzipped": 262144000,
-                             "CodeSizeZipped": 52428800, "ConcurrentExecutions": limit,
-                             "UnreservedConcurrentExecutions": limit},
-            "AccountUsage": {"TotalCodeSize": sum(r.config.get("CodeSize", 0) for r in self.functions.store.all()),
-                             "FunctionCount": len(self.functions.store.all())},
+                             "CodeSizeZipped": 52428800,
+                             "ConcurrentExecutions": self.invoker.scheduler.limits.max_concurrency,
+                             "UnreservedConcurrentExecutions": self._unreserved()[0]},
+            "AccountUsage": {"TotalCodeSize": sum(r.config.get("CodeSize", 0) for r in records),
+                             "FunctionCount": len(records)},
         }, rid)

@@ -39,8 +39,8 @@ def _protocol_error(status: int, message: str) -> tuple[bytes, list[tuple[str, s
     return _error_body(_PROTOCOL_ERRORS.get(status, "InternalError"), message), [("Content-Type", "application/json")]
 
 
-def too_large_error(size: int) -> Outcome:
-    msg = f"Response payload size ({size} bytes) exceeded maximum allowed payload size ({MAX_PAYLOAD} bytes)."
+def too_large_error() -> Outcome:
+    msg = f"Response payload size exceeded maximum allowed payload size ({MAX_PAYLOAD} bytes)."
     return Outcome(
         payload=error_document("Function.ResponseSizeTooLarge", msg),
         function_error="Unhandled", error_type="Function.ResponseSizeTooLarge",
@@ -93,7 +93,7 @@ class RuntimeApiServer:
 
     def _buffered_response(self, resp: Response, inv, body: bytes, content_type: str | None) -> None:
         if len(body) > MAX_PAYLOAD:
-            self.session.respond(inv, too_large_error(len(body)))
+            self.session.respond(inv, too_large_error())
             raise RuntimeApiError(
                 413, "RequestEntityTooLarge", f"Exceeded maximum allowed payload size ({MAX_PAYLOAD} bytes).")
         self.session.respond(inv, Outcome(payload=body, content_type=content_type or "application/json"))
@@ -162,8 +162,8 @@ class RuntimeApiServer:
             return await self._stream_response(req, resp, inv, content_type)
         try:
             body = await req.read(MAX_PAYLOAD)
-        except BodyTooLarge as exc:
-            self.session.respond(inv, too_large_error(exc.size))
+        except BodyTooLarge:
+            self.session.respond(inv, too_large_error())
             raise RuntimeApiError(
                 413, "RequestEntityTooLarge", f"Exceeded maximum allowed payload size ({MAX_PAYLOAD} bytes)."
             ) from None

@@ -15,20 +15,23 @@ if TYPE_CHECKING:
     from lambdalet.store.async_events import AsyncEvent, AsyncEventQueue
     from lambdalet.store.code import CodeStore, InvalidCode, StoredCode
     from lambdalet.store.database import connect
+    from lambdalet.store.event_configs import EventConfigStore
     from lambdalet.store.functions import FunctionRecord, FunctionStore
     from lambdalet.store.logstore import LogEvent, LogStore
+    from lambdalet.store.recursion_configs import RecursionConfigStore
 
 _EXPORTS = {
     "AsyncEvent": "async_events", "AsyncEventQueue": "async_events",
     "CodeStore": "code", "InvalidCode": "code", "StoredCode": "code",
     "connect": "database",
+    "EventConfigStore": "event_configs", "RecursionConfigStore": "recursion_configs",
     "FunctionRecord": "functions", "FunctionStore": "functions",
     "LogEvent": "logstore", "LogStore": "logstore",
 }
 
 __all__ = [
-    "AsyncEvent", "AsyncEventQueue", "CodeStore", "FunctionRecord", "FunctionStore", "InvalidCode", "LogEvent",
-    "LogStore", "StoredCode", "connect",
+    "AsyncEvent", "AsyncEventQueue", "CodeStore", "EventConfigStore", "FunctionRecord", "FunctionStore", "InvalidCode",
+    "LogEvent", "LogStore", "RecursionConfigStore", "StoredCode", "connect",
 ]
 
 

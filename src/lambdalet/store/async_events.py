@@ -44,6 +44,18 @@ class AsyncEventQueue:
         self.db.execute("UPDATE async_events SET not_before = ?, attempts = attempts + ? WHERE id = ?",
                         (time.time() + delay, 1 if attempted else 0, event_id))
 
+    def complete(self, event_id: int, follow_ups: list[tuple[str, str, bytes]]) -> None:
+        """Remove an event that is done and queue the (function, request id, payload) Event invocations it
+        leads to (its destinations), in one transaction: a crash in between neither loses nor repeats them."""
+        now = time.time()
+        with self.db:
+            self.db.execute("BEGIN")
+            for function, request_id, payload in follow_ups:
+                self.db.execute(
+                    "INSERT INTO async_events (function, request_id, payload, client_context, attempts, not_before,"
+                    " created) VALUES (?, ?, ?, NULL, 0, ?, ?)", (function, request_id, payload, now, now))
+            self.db.execute("DELETE FROM async_events WHERE id = ?", (event_id,))
+
     def delete(self, event_id: int) -> None:
         self.db.execute("DELETE FROM async_events WHERE id = ?", (event_id,))
 

@@ -23,6 +23,16 @@ CREATE TABLE IF NOT EXISTS async_events (
     not_before REAL NOT NULL,
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS event_invoke_configs (
+    function TEXT NOT NULL,
+    qualifier TEXT NOT NULL,        -- $LATEST, a version or an alias
+    config TEXT NOT NULL,           -- FunctionEventInvokeConfig without FunctionArn (JSON)
+    PRIMARY KEY (function, qualifier)
+);
+CREATE TABLE IF NOT EXISTS recursion_configs (
+    function TEXT PRIMARY KEY,
+    recursive_loop TEXT NOT NULL    -- Allow | Terminate
+);
 CREATE TABLE IF NOT EXISTS log_groups (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
