@@ -15,6 +15,8 @@ from lambdalet.api.code_upload import check_json_payload, read_json, receive_cod
 from lambdalet.api.errors import AwsError, conflict, invalid, not_found, service_error
 from lambdalet.api.functions import FunctionManager, now_iso
 from lambdalet.api.invoker import Invoker, collect
+from lambdalet.api.layers import LayersApi
+from lambdalet.api.tags_policies import TagsPoliciesApi
 from lambdalet.http11 import DEFER, BodyTooLarge, Request, Response, valid_field
 from lambdalet.invocation import Invocation, LogTail, Outcome
 from lambdalet.limits import ASYNC_MAX_PAYLOAD, MAX_PAYLOAD
@@ -41,6 +43,26 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("DELETE", re.compile(r"^/2017-10-31/functions/(?P<name>[^/]+)/concurrency/?$"), "delete_concurrency"),
     ("GET", re.compile(r"^/2019-09-30/functions/(?P<name>[^/]+)/concurrency/?$"), "get_concurrency"),
     ("GET", re.compile(r"^/2016-08-19/account-settings/?$"), "account_settings"),
+    # layers (api/layers.py) and tags and policies (api/tags_policies.py): "<owner>.<handler>"
+    ("POST", re.compile(r"^/2018-10-31/layers/(?P<name>[^/]+)/versions/?$"), "layers.publish"),
+    ("GET", re.compile(r"^/2018-10-31/layers/(?P<name>[^/]+)/versions/?$"), "layers.list_versions"),
+    ("GET", re.compile(r"^/2018-10-31/layers/?$"), "layers.layers"),
+    ("GET", re.compile(r"^/2018-10-31/layers/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/?$"), "layers.get_version"),
+    ("DELETE", re.compile(r"^/2018-10-31/layers/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/?$"),
+     "layers.delete_version"),
+    ("POST", re.compile(r"^/2018-10-31/layers/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/policy/?$"),
+     "layers.add_permission"),
+    ("GET", re.compile(r"^/2018-10-31/layers/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/policy/?$"),
+     "layers.get_policy"),
+    ("DELETE", re.compile(r"^/2018-10-31/layers/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/policy/(?P<sid>[^/]+)/?$"),
+     "layers.remove_permission"),
+    ("POST", re.compile(r"^/2017-03-31/tags/(?P<resource>[^/]+)/?$"), "permissions.tag"),
+    ("DELETE", re.compile(r"^/2017-03-31/tags/(?P<resource>[^/]+)/?$"), "permissions.untag"),
+    ("GET", re.compile(r"^/2017-03-31/tags/(?P<resource>[^/]+)/?$"), "permissions.list_tags"),
+    ("POST", re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/policy/?$"), "permissions.add_permission"),
+    ("GET", re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/policy/?$"), "permissions.get_policy"),
+    ("DELETE", re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/policy/(?P<sid>[^/]+)/?$"),
+     "permissions.remove_permission"),
 ]
 
 
@@ -83,9 +105,12 @@ def _bad_payload(detail: str) -> AwsError:
 class LambdaApi:
     """Handlers for the Lambda operations lambdalet implements."""
 
-    def __init__(self, functions: FunctionManager, invoker: Invoker) -> None:
+    def __init__(self, functions: FunctionManager, invoker: Invoker, layers: LayersApi,
+                 permissions: TagsPoliciesApi) -> None:
         self.functions = functions
         self.invoker = invoker
+        self.layers = layers  # (the "layers." and "permissions." routes)
+        self.permissions = permissions
 
     def match(self, method: str, path: str) -> tuple[str, dict[str, str]] | None:
         allowed = False
@@ -101,7 +126,8 @@ class LambdaApi:
 
     async def handle(self, handler: str, params: dict[str, str], req: Request, resp: Response,
                      request_id: str) -> None:
-        await getattr(self, handler)(req, resp, request_id, **params)
+        owner, _, name = handler.rpartition(".")
+        await getattr(getattr(self, owner) if owner else self, name)(req, resp, request_id, **params)
 
     def _retire_and_configure(self, name: str) -> None:
         rec = self.functions.store.get(name)
@@ -147,6 +173,9 @@ class LambdaApi:
         }
         if rec.reserved_concurrency is not None:
             doc["Concurrency"] = {"ReservedConcurrentExecutions": rec.reserved_concurrency}
+        tags = self.functions.tags(rec)
+        if tags:
+            doc["Tags"] = tags
         _json(resp, 200, doc, rid)
 
     async def get_configuration(self, req: Request, resp: Response, rid: str, name: str) -> None:
@@ -154,7 +183,9 @@ class LambdaApi:
         _json(resp, 200, rec.config, rid)
 
     async def update_configuration(self, req: Request, resp: Response, rid: str, name: str) -> None:
-        cfg = self.functions.update_config(name, await read_json(req, "UpdateFunctionConfiguration"))
+        body = await read_json(req, "UpdateFunctionConfiguration")
+        await self.functions.prepare_layers(name, body)
+        cfg = self.functions.update_config(name, body)
         self._retire_and_configure(cfg["FunctionName"])
         _json(resp, 200, cfg, rid)
 
