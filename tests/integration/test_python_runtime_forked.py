@@ -101,7 +101,8 @@ def test_forked_runtime_looks_like_an_exec_one(pair: tuple[Server, Server]) -> N
     assert forked["env"]["COLOR"] == "blue"
     differing = {"AWS_LAMBDA_RUNTIME_API", "AWS_LAMBDA_LOG_STREAM_NAME", "AWS_LAMBDA_FUNCTION_NAME", "_HANDLER",
                  "LAMBDA_TASK_ROOT", "TMPDIR", "AWS_ENDPOINT_URL_LAMBDA", "AWS_ENDPOINT_URL_LOGS",
-                 "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", "AWS_LAMBDA_LOG_GROUP_NAME", "_X_AMZN_TRACE_ID"}
+                 "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", "AWS_LAMBDA_LOG_GROUP_NAME", "_X_AMZN_TRACE_ID",
+                 "PWD", "PATH", "LD_LIBRARY_PATH"}  # (these hold the data dir's paths)
     assert set(forked["env"]) == set(spawned["env"])
     for key in set(forked["env"]) - differing:
         assert forked["env"][key] == spawned["env"][key], key

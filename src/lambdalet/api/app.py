@@ -17,8 +17,10 @@ from lambdalet.api.function_urls import FunctionUrls, url_target
 from lambdalet.api.functions import FunctionManager
 from lambdalet.api.invoker import Invoker
 from lambdalet.api.lambda_api import LambdaApi
+from lambdalet.api.layers import FunctionLayers, LayersApi
 from lambdalet.api.logs_api import TARGET_PREFIX, LogsApi
 from lambdalet.api.recursion_config import RecursionConfigApi
+from lambdalet.api.tags_policies import TagsPoliciesApi
 from lambdalet.http11 import DEFER, BodyTooLarge, HttpServer, Request, Response, ServerLimits
 from lambdalet.invocation import new_request_id
 from lambdalet.limits import KEEP_ALIVE_S, MAX_API_REQUEST, MAX_CONNECTIONS, MAX_HEAD_BYTES
@@ -32,6 +34,8 @@ from lambdalet.store import (
     RecursionConfigStore,
     connect,
 )
+from lambdalet.store.layers import LayerStore
+from lambdalet.store.policies import PolicyStore
 
 log = logging.getLogger("lambdalet.api")
 _INVOKE_PREFIX = "/2015-03-31/functions/"
@@ -69,14 +73,20 @@ class FrontDoor:
         self.scheduler = Scheduler(self.logs, os.path.join(data, "tmp"),
                                    Limits(settings.max_concurrency, settings.idle_timeout_s))
         self.scheduler.claim_data_dir(data)  # one server per data dir; ends what a killed one left running
-        self.functions = FunctionManager(FunctionStore(self.db), CodeStore(os.path.join(data, "code")),
-                                         settings.region, settings.account, os.path.join(data, "opt"),
-                                         settings.interpreters, memory_limit=settings.memory_limit)
+        layer_store = LayerStore(self.db)
+        layers = FunctionLayers(layer_store, os.path.join(data, "opt.layers"), os.path.join(data, "opt"),
+                                settings.region, settings.account)
+        code = CodeStore(os.path.join(data, "code"))
+        policies = PolicyStore(self.db)
+        self.functions = FunctionManager(FunctionStore(self.db), code, settings.region, settings.account, layers,
+                                         policies, settings.interpreters, memory_limit=settings.memory_limit)
         event_configs = EventInvokeConfigs(EventConfigStore(self.db), self.functions)
         self.invoker = Invoker(self.functions, self.scheduler, AsyncEventQueue(self.db), event_configs,
                                Destinations(self.functions, self.logs), settings.async_retry_delay_s)
         self.lambda_api = LambdaApi(self.functions, self.invoker, EventConfigApi(event_configs),
-                                    RecursionConfigApi(RecursionConfigStore(self.db), self.functions))
+                                    RecursionConfigApi(RecursionConfigStore(self.db), self.functions),
+                                    LayersApi(layer_store, code, settings.region, settings.account),
+                                    TagsPoliciesApi(self.functions, policies))
         self.logs_api = LogsApi(self.logs, settings.region, settings.account)
         self.urls = FunctionUrls(self.functions, self.invoker)
         limits = ServerLimits(MAX_HEAD_BYTES, settings.keep_alive_s, _connection_cap(settings.max_connections))

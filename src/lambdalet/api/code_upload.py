@@ -139,7 +139,7 @@ class _ChildUpload(CodeUpload):
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-P", "-S", "-m", _CHILD_MODULE, code_root, operation],
-                stdin=in_r, stdout=out_w, env=_child_env(), cwd=code_root, close_fds=True,
+                stdin=in_r, stdout=out_w, env=child_env(), cwd=code_root, close_fds=True,
             )
         except BaseException:
             for fd in (in_w, out_r):
@@ -271,7 +271,7 @@ async def _ready(fd: int, *, writable: bool) -> None:
         remove(fd)
 
 
-def _child_env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
     """The server's environment, with lambdalet importable without site-packages (-S starts faster)."""
     src = os.path.dirname(os.path.dirname(os.path.abspath(lambdalet.__file__)))
     path = os.environ.get("PYTHONPATH")

@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from lambdalet.api.constraints import check_tags
 from lambdalet.api.errors import AwsError, conflict, invalid, not_found
 from lambdalet.limits import MAX_ENV_BYTES
 from lambdalet.scheduler import RESERVED_VARIABLES, FunctionSpec, is_supported_runtime
@@ -15,6 +16,8 @@ from lambdalet.store import CodeStore, FunctionRecord, FunctionStore, StoredCode
 
 if TYPE_CHECKING:
     from lambdalet.api.code_upload import CodeUpload
+    from lambdalet.api.layers import FunctionLayers
+    from lambdalet.store.policies import PolicyStore
 
 _NAME = re.compile(r"^[a-zA-Z0-9-_]{1,64}$")
 _ARN = re.compile(r"^arn:aws[a-zA-Z-]*:lambda:([a-z0-9-]+):(\d{12}):function:([a-zA-Z0-9-_]+)(?::([^:]+))?$")
@@ -106,13 +109,14 @@ def _check_dead_letter(cfg: dict[str, Any]) -> None:
 class FunctionManager:
     """The function registry as the Lambda API sees it."""
 
-    def __init__(self, store: FunctionStore, code: CodeStore, region: str, account: str, opt_dir: str,
-                 interpreters: dict[str, str], *, memory_limit: bool = True) -> None:
+    def __init__(self, store: FunctionStore, code: CodeStore, region: str, account: str, layers: FunctionLayers,
+                 policies: PolicyStore, interpreters: dict[str, str], *, memory_limit: bool = True) -> None:
         self.store = store
         self.code = code
         self.region = region
         self.account = account
-        self.opt_dir = opt_dir
+        self.layers = layers
+        self.policies = policies
         self.interpreters = interpreters
         self.endpoint_url = ""  # the server's own address, known once it listens
         self.memory_limit = memory_limit
@@ -128,11 +132,6 @@ class FunctionManager:
             raise not_found(f"Function not found: {target}")
         return rec, qualifier
 
-    def qualifier_exists(self, rec: FunctionRecord, qualifier: str | None) -> bool:
-        """Whether rec has qualifier. A stand-in: only $LATEST (or none) here; versions and aliases are
-        resolved elsewhere."""
-        return qualifier in (None, "$LATEST")
-
     def spec(self, rec: FunctionRecord) -> FunctionSpec:
         cfg = rec.config
         variables = dict((cfg.get("Environment") or {}).get("Variables") or {})
@@ -141,10 +140,11 @@ class FunctionManager:
             variables.setdefault("AWS_LAMBDA_LOG_FORMAT", "JSON")
             if logging_config.get("ApplicationLogLevel"):
                 variables.setdefault("AWS_LAMBDA_LOG_LEVEL", logging_config["ApplicationLogLevel"])
+        opt_dir = self.layers.opt_dir(self.layers.in_config(cfg))  # (a few queries, once per revision)
         return FunctionSpec(
             name=rec.name, arn=cfg["FunctionArn"], runtime=cfg.get("Runtime", ""), handler=cfg.get("Handler", ""),
             memory_mb=cfg["MemorySize"], timeout_s=cfg["Timeout"], task_root=self.code.task_root(rec.code_sha),
-            opt_dir=self.opt_dir, region=self.region, revision_id=cfg["RevisionId"], variables=variables,
+            opt_dir=opt_dir, region=self.region, revision_id=cfg["RevisionId"], variables=variables,
             interpreters=self.interpreters, endpoint_url=self.endpoint_url, memory_limit=self.memory_limit,
         )
 
@@ -230,6 +230,8 @@ class FunctionManager:
             raise invalid("Role is required.")
         if self.store.get(name) is not None:
             raise conflict(f"Function already exist: {name}")
+        tags = check_tags(body["Tags"]) if body.get("Tags") is not None else {}
+        layers = self.layers.resolve(body["Layers"]) if body.get("Layers") is not None else []
         cfg: dict[str, Any] = {
             "FunctionName": name, "FunctionArn": self.arn(name), "Runtime": body.get("Runtime"),
             "Role": body.get("Role"), "Handler": body.get("Handler"), "Description": body.get("Description", ""),
@@ -242,10 +244,15 @@ class FunctionManager:
         self._validate(cfg)
         self._check_source(body.get("Code"), upload.has_zip)
         stored = await upload.store()
+        await self.layers.prepare(layers, stored.task_root, self.code)
+        if layers:
+            cfg["Layers"] = self.layers.describe(layers)
         self._finish_config(cfg, stored)
         rec = FunctionRecord(name, cfg, stored.sha_hex, None, None)
         if not self.store.create(rec):  # created by another request while the code was unpacked
             raise conflict(f"Function already exist: {name}")
+        if tags:
+            self.policies.set_tags(name, tags)
         return cfg
 
     def _finish_config(self, cfg: dict[str, Any], stored: StoredCode) -> None:
@@ -278,6 +285,7 @@ class FunctionManager:
             self._validate({**rec.config, "Architectures": body["Architectures"]})
         self._check_source(body, upload.has_zip)
         stored = await upload.store()
+        await self.layers.prepare(self.layers.in_config(rec.config), stored.task_root, self.code)
         rec, _ = self.get(raw_name)  # again: it may have changed, or gone, while the code was unpacked
         self._check_revision(rec, body)
         cfg = dict(rec.config)
@@ -287,6 +295,13 @@ class FunctionManager:
         rec.config, rec.code_sha = cfg, stored.sha_hex
         self.store.save(rec)
         return cfg
+
+    async def prepare_layers(self, raw_name: str, body: dict[str, Any]) -> None:
+        """Check an UpdateFunctionConfiguration's Layers and build their /opt before update_config."""
+        if body.get("Layers") is not None:
+            rec, _ = self.get(raw_name)
+            await self.layers.prepare(self.layers.resolve(body["Layers"]), self.code.task_root(rec.code_sha),
+                                      self.code)
 
     def update_config(self, raw_name: str, body: dict[str, Any]) -> dict[str, Any]:
         rec, _ = self.get(raw_name)
@@ -298,8 +313,10 @@ class FunctionManager:
         if isinstance(body.get("LoggingConfig"), dict):
             merged = {**(rec.config.get("LoggingConfig") or {}), **body["LoggingConfig"]}
             cfg["LoggingConfig"] = _with_log_levels(merged)
-        if body.get("Layers"):
-            raise invalid("Layers are not supported by lambdalet yet.")
+        if body.get("Layers") is not None:
+            cfg.pop("Layers", None)
+            if body["Layers"]:
+                cfg["Layers"] = self.layers.describe(self.layers.resolve(body["Layers"]))
         self._validate(cfg)
         cfg.update({"LastModified": now_iso(), "RevisionId": str(uuid.uuid4())})
         rec.config = cfg
@@ -314,7 +331,16 @@ class FunctionManager:
         if qualifier not in (None, "$LATEST"):
             raise not_found(f"Function not found: {self.arn(name)}:{qualifier}")
         self.store.delete(name)
+        self.policies.forget(name)
         return rec
+
+    def qualifier_exists(self, rec: FunctionRecord, qualifier: str | None) -> bool:
+        """Whether rec has the version or alias qualifier (None: the function itself). A stand-in:
+        only None and $LATEST exist here; versions and aliases are resolved elsewhere."""
+        return qualifier in (None, "$LATEST")
+
+    def tags(self, rec: FunctionRecord) -> dict[str, str]:
+        return self.policies.tags(rec.name)
 
     def new_url_id(self) -> str:
         return secrets.token_hex(16)

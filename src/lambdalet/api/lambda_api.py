@@ -16,7 +16,9 @@ from lambdalet.api.errors import AwsError, conflict, invalid, not_found, service
 from lambdalet.api.event_configs import EventConfigApi
 from lambdalet.api.functions import FunctionManager, now_iso
 from lambdalet.api.invoker import Invoker, collect
+from lambdalet.api.layers import LayersApi
 from lambdalet.api.recursion_config import RecursionConfigApi
+from lambdalet.api.tags_policies import TagsPoliciesApi
 from lambdalet.http11 import DEFER, BodyTooLarge, Request, Response, valid_field
 from lambdalet.invocation import Invocation, LogTail, Outcome
 from lambdalet.limits import ASYNC_MAX_PAYLOAD, MAX_PAYLOAD
@@ -51,6 +53,26 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"^/2019-09-25/functions/(?P<name>[^/]+)/event-invoke-config/list/?$"), "event_configs.list"),
     ("GET", re.compile(r"^/2024-08-31/functions/(?P<name>[^/]+)/recursion-config/?$"), "recursion.get"),
     ("PUT", re.compile(r"^/2024-08-31/functions/(?P<name>[^/]+)/recursion-config/?$"), "recursion.put"),
+    # layers (api/layers.py) and tags and policies (api/tags_policies.py): "<owner>.<handler>"
+    ("POST", re.compile(r"^/2018-10-31/layers/(?P<name>[^/]+)/versions/?$"), "layers.publish"),
+    ("GET", re.compile(r"^/2018-10-31/layers/(?P<name>[^/]+)/versions/?$"), "layers.list_versions"),
+    ("GET", re.compile(r"^/2018-10-31/layers/?$"), "layers.layers"),
+    ("GET", re.compile(r"^/2018-10-31/layers/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/?$"), "layers.get_version"),
+    ("DELETE", re.compile(r"^/2018-10-31/layers/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/?$"),
+     "layers.delete_version"),
+    ("POST", re.compile(r"^/2018-10-31/layers/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/policy/?$"),
+     "layers.add_permission"),
+    ("GET", re.compile(r"^/2018-10-31/layers/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/policy/?$"),
+     "layers.get_policy"),
+    ("DELETE", re.compile(r"^/2018-10-31/layers/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/policy/(?P<sid>[^/]+)/?$"),
+     "layers.remove_permission"),
+    ("POST", re.compile(r"^/2017-03-31/tags/(?P<resource>[^/]+)/?$"), "permissions.tag"),
+    ("DELETE", re.compile(r"^/2017-03-31/tags/(?P<resource>[^/]+)/?$"), "permissions.untag"),
+    ("GET", re.compile(r"^/2017-03-31/tags/(?P<resource>[^/]+)/?$"), "permissions.list_tags"),
+    ("POST", re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/policy/?$"), "permissions.add_permission"),
+    ("GET", re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/policy/?$"), "permissions.get_policy"),
+    ("DELETE", re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/policy/(?P<sid>[^/]+)/?$"),
+     "permissions.remove_permission"),
 ]
 
 
@@ -94,11 +116,14 @@ class LambdaApi:
     """Handlers for the Lambda operations lambdalet implements."""
 
     def __init__(self, functions: FunctionManager, invoker: Invoker, event_configs: EventConfigApi,
-                 recursion: RecursionConfigApi) -> None:
+                 recursion: RecursionConfigApi, layers: LayersApi, permissions: TagsPoliciesApi) -> None:
         self.functions = functions
         self.invoker = invoker
+        # the handlers of the "<owner>.<handler>" routes
         self.event_configs = event_configs
         self.recursion = recursion
+        self.layers = layers
+        self.permissions = permissions
 
     def match(self, method: str, path: str) -> tuple[str, dict[str, str]] | None:
         allowed = False
@@ -161,6 +186,9 @@ class LambdaApi:
         }
         if rec.reserved_concurrency is not None:
             doc["Concurrency"] = {"ReservedConcurrentExecutions": rec.reserved_concurrency}
+        tags = self.functions.tags(rec)
+        if tags:
+            doc["Tags"] = tags
         _json(resp, 200, doc, rid)
 
     async def get_configuration(self, req: Request, resp: Response, rid: str, name: str) -> None:
@@ -168,7 +196,9 @@ class LambdaApi:
         _json(resp, 200, rec.config, rid)
 
     async def update_configuration(self, req: Request, resp: Response, rid: str, name: str) -> None:
-        cfg = self.functions.update_config(name, await read_json(req, "UpdateFunctionConfiguration"))
+        body = await read_json(req, "UpdateFunctionConfiguration")
+        await self.functions.prepare_layers(name, body)
+        cfg = self.functions.update_config(name, body)
         self._retire_and_configure(cfg["FunctionName"])
         _json(resp, 200, cfg, rid)
 

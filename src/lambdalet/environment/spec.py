@@ -12,6 +12,7 @@ from lambdalet.environment.managed import PROVIDED_RUNTIMES, LaunchSpec, Runtime
 
 RUNTIMES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runtimes")
 INIT_TIMEOUT_S = 10.0
+XRAY_DAEMON = ("127.0.0.1", "2000")  # AWS's is link-local; nothing listens here, and UDP to it is harmless
 
 # Reserved variables (AWS rejects them at CreateFunction; lambdalet never lets user values win).
 RESERVED_VARIABLES = frozenset({
@@ -75,15 +76,22 @@ class FunctionSpec:
         return None
 
     def base_environment(self, runtime_api: str, log_stream: str, tmp_dir: str) -> dict[str, str]:
-        """The process environment Lambda gives a runtime: user variables, then the reserved ones."""
+        """The process environment Lambda gives a runtime: user variables, then the reserved ones.
+
+        AWS's paths (/var/task, /var/runtime, /opt, /tmp) are where lambdalet really keeps them; the
+        host's PATH stands for /var/lang/bin:/usr/local/bin:/usr/bin/:/bin. No HOME, as on Lambda."""
         env = {k: v for k, v in self.variables.items() if k not in RESERVED_VARIABLES}
-        env.setdefault("PATH", os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"))
+        env.setdefault("PATH", os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin") + f":{self.opt_dir}/bin")
+        env.setdefault("LD_LIBRARY_PATH", self.library_path())
         env.setdefault("LANG", "en_US.UTF-8")
         env.setdefault("TZ", ":UTC")
         env.setdefault("TMPDIR", tmp_dir)
-        if "HOME" in os.environ:
-            env.setdefault("HOME", os.environ["HOME"])
+        env.setdefault("AWS_XRAY_CONTEXT_MISSING", "LOG_ERROR")
+        env.setdefault("AWS_XRAY_DAEMON_ADDRESS", ":".join(XRAY_DAEMON))
         env.update({
+            "PWD": self.task_root,
+            "_AWS_XRAY_DAEMON_ADDRESS": XRAY_DAEMON[0],
+            "_AWS_XRAY_DAEMON_PORT": XRAY_DAEMON[1],
             "AWS_LAMBDA_RUNTIME_API": runtime_api,
             "_HANDLER": self.handler or "",
             "LAMBDA_TASK_ROOT": self.task_root,
@@ -106,6 +114,12 @@ class FunctionSpec:
             env.setdefault("AWS_ENDPOINT_URL_LOGS", self.endpoint_url)
         env.pop("AWS_LAMBDA_MAX_CONCURRENCY", None)  # switches the official clients to another mode
         return env
+
+    def library_path(self) -> str:
+        """AWS's LD_LIBRARY_PATH, /var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:
+        /var/task/lib:/opt/lib, at lambdalet's paths (the host's interpreters need no /var/lang/lib)."""
+        runtime, task = self.runtime_dir(), self.task_root
+        return f"/lib64:/usr/lib64:{runtime}:{runtime}/lib:{task}:{task}/lib:{self.opt_dir}/lib"
 
     def runtime_dir(self) -> str:
         if self.runtime.startswith("python"):

@@ -113,9 +113,12 @@ def check_depth(doc: Any, limit: int = MAX_DEPTH) -> None:
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
+_ZIP_HOLDERS = {"CreateFunction": "Code", "PublishLayerVersion": "Content"}  # else the body holds ZipFile
+
+
 def take_zip(doc: dict[str, Any], operation: str) -> Any:
     """Remove and return the request's ZipFile value (MISSING if it has none)."""
-    holder = doc.get("Code") if operation == "CreateFunction" else doc
+    holder = doc.get(_ZIP_HOLDERS[operation]) if operation in _ZIP_HOLDERS else doc
     if isinstance(holder, dict) and "ZipFile" in holder:
         return holder.pop("ZipFile")
     return MISSING

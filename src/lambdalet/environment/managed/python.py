@@ -42,6 +42,8 @@ def launch_spec(ctx: RuntimeContext) -> LaunchSpec:
         HOST_SITE_ENV: os.pathsep.join(host_site_packages()),
         "_LAMBDALET_OPT_DIR": ctx.opt_dir,
     }
+    if "PYTHONPATH" not in ctx.user_env:  # AWS's is $LAMBDA_RUNTIME_DIR (the layers' paths go on sys.path)
+        env["PYTHONPATH"] = str(RUNTIME_DIR)
     # An exec wrapper must exec the interpreter, and PYTHON* variables shape its start-up: those start fresh.
     forkable = "AWS_LAMBDA_EXEC_WRAPPER" not in ctx.user_env and not any(k.startswith("PYTHON") for k in ctx.user_env)
     return LaunchSpec(

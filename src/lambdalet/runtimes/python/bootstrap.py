@@ -31,9 +31,12 @@ def exec_wrapper_if_any() -> None:
         return
     path = wrapper
     task_root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
+    opt_dir = os.environ.get(_OPT_DIR_ENV)
     if not os.path.exists(path) and path.startswith("/var/task/"):
         # The task root is not /var/task here; AWS-style absolute paths into it still work.
         path = os.path.join(task_root, path[len("/var/task/") :])
+    elif not os.path.exists(path) and path.startswith("/opt/") and opt_dir:  # a wrapper from a layer
+        path = os.path.join(opt_dir, path[len("/opt/") :])
     if not os.path.isfile(path):
         _say(f"{wrapper}: does not exist")
         sys.exit(127)
