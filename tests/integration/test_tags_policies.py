@@ -208,3 +208,21 @@ def test_tags_and_policies_survive_a_restart(tmp_path) -> None:
         assert again["Policy"] == policy["Policy"] and again["RevisionId"] == policy["RevisionId"]
     finally:
         stop_server(srv)
+
+
+def test_tags_and_permissions_keep_the_environment_warm_a_new_configuration_does_not(server: Server) -> None:
+    c = server.lambda_client
+    name = unique_name("warm")
+    app = make_zip({"app.py": "import os\ndef handler(event, context):\n    return os.getpid()\n"})
+    arn = create_function(server, name, app, runtime="python3.11", handler="app.handler")["FunctionArn"]
+
+    def pid() -> int:
+        return json.loads(c.invoke(FunctionName=name)["Payload"].read())
+
+    first = pid()
+    c.tag_resource(Resource=arn, Tags={"team": "core"})
+    c.add_permission(FunctionName=name, StatementId="s3", Action="lambda:InvokeFunction",
+                     Principal="s3.amazonaws.com")
+    assert pid() == first  # what the function runs did not change
+    c.update_function_configuration(FunctionName=name, Environment={"Variables": {"AB": "1"}})
+    assert pid() != first

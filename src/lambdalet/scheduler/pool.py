@@ -13,7 +13,7 @@ import functools
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lambdalet.environment import EnvRecords, EnvState, ExecutionEnvironment, FunctionSpec, LogSink, release_shared
 from lambdalet.invocation import Invocation
@@ -122,8 +122,12 @@ class Scheduler:
             self.pools[spec.name] = FunctionPool(spec, reserved)
             return
         pool.reserved = reserved
-        if pool.spec.revision_id != spec.revision_id:
-            pool.spec = spec
+        if pool.spec.revision_id == spec.revision_id:
+            return
+        # A new revision that runs the same (tags or a resource policy changed): its environments stay warm.
+        same = replace(pool.spec, revision_id=spec.revision_id) == spec
+        pool.spec = spec
+        if not same:
             for env in pool.envs:
                 self._retire(pool, env)
 
