@@ -102,6 +102,7 @@ class Invocation:
     client_context: str | None = None  # decoded JSON text
     cognito_identity: str | None = None
     tenant_id: str | None = None
+    executed_version: str = "$LATEST"  # the version that runs it (X-Amz-Executed-Version)
     deadline_ms: int = 0
     outcome: asyncio.Future[Outcome] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())

@@ -20,7 +20,7 @@ from lambdalet.http11 import DEFER, BodyTooLarge, HttpServer, Request, Response,
 from lambdalet.invocation import new_request_id
 from lambdalet.limits import KEEP_ALIVE_S, MAX_API_REQUEST, MAX_CONNECTIONS, MAX_HEAD_BYTES
 from lambdalet.scheduler import Limits, Scheduler
-from lambdalet.store import AsyncEventQueue, CodeStore, FunctionStore, LogStore, connect
+from lambdalet.store import AsyncEventQueue, CodeStore, FunctionStore, LogStore, VersionStore, connect
 
 log = logging.getLogger("lambdalet.api")
 _INVOKE_PREFIX = "/2015-03-31/functions/"
@@ -58,9 +58,11 @@ class FrontDoor:
         self.scheduler = Scheduler(self.logs, os.path.join(data, "tmp"),
                                    Limits(settings.max_concurrency, settings.idle_timeout_s))
         self.scheduler.claim_data_dir(data)  # one server per data dir; ends what a killed one left running
-        self.functions = FunctionManager(FunctionStore(self.db), CodeStore(os.path.join(data, "code")),
+        functions = FunctionStore(self.db)
+        self.functions = FunctionManager(functions, CodeStore(os.path.join(data, "code")),
                                          settings.region, settings.account, os.path.join(data, "opt"),
-                                         settings.interpreters, memory_limit=settings.memory_limit)
+                                         settings.interpreters, versions=VersionStore(self.db, functions),
+                                         memory_limit=settings.memory_limit)
         self.invoker = Invoker(self.functions, self.scheduler, AsyncEventQueue(self.db),
                                settings.async_retry_delay_s)
         self.lambda_api = LambdaApi(self.functions, self.invoker)
@@ -78,6 +80,7 @@ class FrontDoor:
         self.functions.endpoint_url = f"http://{host}:{self.address[1]}"
         self.scheduler.start_reaper()
         self.invoker.start_worker()
+        self.lambda_api.provisioned.refresh_all()
 
     async def close(self) -> None:
         self.invoker.stop_worker()

@@ -8,11 +8,11 @@ import logging
 import time
 
 from lambdalet.api.errors import AwsError
-from lambdalet.api.functions import FunctionManager
+from lambdalet.api.functions import FunctionManager, Target
 from lambdalet.invocation import Invocation, Outcome, ResponseStream, error_document
 from lambdalet.limits import MAX_PAYLOAD
 from lambdalet.scheduler import Scheduler, Throttled
-from lambdalet.store import AsyncEventQueue, FunctionRecord
+from lambdalet.store import AsyncEventQueue
 
 log = logging.getLogger("lambdalet.invoker")
 
@@ -56,33 +56,34 @@ class Invoker:
         self._running: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def prepare(self, rec: FunctionRecord) -> None:
-        """Make sure the scheduler runs the function's current revision."""
-        pool = self.scheduler.pools.get(rec.name)
+    def prepare(self, rec: Target) -> None:
+        """Make sure the scheduler runs the current revision of the function (or of the version)."""
+        pool = self.scheduler.pools.get(rec.pool_key)
         if pool is None or pool.spec.revision_id != rec.config["RevisionId"] \
                 or pool.reserved != rec.reserved_concurrency:
             self.scheduler.configure(self.functions.spec(rec), rec.reserved_concurrency)
 
-    async def start(self, rec: FunctionRecord, inv: Invocation) -> None:
+    async def start(self, rec: Target, inv: Invocation) -> None:
         """Start inv on an environment (raises AwsError when throttled)."""
         self.prepare(rec)
         try:
-            await self.scheduler.invoke(rec.name, inv)
+            await self.scheduler.invoke(rec.pool_key, inv)
         except Throttled as exc:
             raise throttled_error(exc) from None
 
-    def start_now(self, rec: FunctionRecord, inv: Invocation) -> bool:
+    def start_now(self, rec: Target, inv: Invocation) -> bool:
         """Start inv without suspending, when that keeps Lambda's semantics; False to use start()."""
         self.prepare(rec)
-        if self.scheduler.should_wait(rec.name):
+        key = rec.pool_key
+        if self.scheduler.should_wait(key):
             return False
         try:
-            self.scheduler.start(rec.name, inv)
+            self.scheduler.start(key, inv)
         except Throttled as exc:
             raise throttled_error(exc) from None
         return True
 
-    async def invoke(self, rec: FunctionRecord, inv: Invocation, *, wait_done: bool = False) -> Outcome:
+    async def invoke(self, rec: Target, inv: Invocation, *, wait_done: bool = False) -> Outcome:
         """Run inv and return its buffered outcome."""
         await self.start(rec, inv)
         outcome = await inv.outcome
@@ -93,8 +94,10 @@ class Invoker:
         return outcome
 
     # -- asynchronous invocations
-    def enqueue(self, rec: FunctionRecord, inv: Invocation) -> None:
-        self.queue.put(rec.name, inv.request_id, inv.payload, inv.client_context)
+    def enqueue(self, rec: Target, inv: Invocation) -> None:
+        # Queued as invoked (`name` or `name:qualifier`): an alias routes each attempt when it runs.
+        ref = inv.invoked_arn.rpartition(":function:")[2]
+        self.queue.put(ref, inv.request_id, inv.payload, inv.client_context)
         self._wakeup.set()
 
     def start_worker(self) -> None:
@@ -121,12 +124,13 @@ class Invoker:
 
     async def _run_event(self, event) -> None:
         try:
-            rec = self.functions.store.get(event.function)
-            if rec is None:
+            found = self.functions.find(event.function)
+            if found is None:  # the function, version or alias is gone
                 self.queue.delete(event.id)
                 return
-            inv = Invocation(payload=event.payload, invoked_arn=rec.config["FunctionArn"],
-                             request_id=event.request_id, client_context=event.client_context)
+            rec, arn = found
+            inv = Invocation(payload=event.payload, invoked_arn=arn, request_id=event.request_id,
+                             client_context=event.client_context, executed_version=rec.version)
             try:
                 outcome = await self.invoke(rec, inv, wait_done=True)
             except AwsError:  # throttled: try again shortly, not counted as an attempt

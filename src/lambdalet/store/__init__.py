@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from lambdalet.store.database import connect
     from lambdalet.store.functions import FunctionRecord, FunctionStore
     from lambdalet.store.logstore import LogEvent, LogStore
+    from lambdalet.store.versions import AliasRecord, VersionRecord, VersionStore
 
 _EXPORTS = {
     "AsyncEvent": "async_events", "AsyncEventQueue": "async_events",
@@ -24,11 +25,12 @@ _EXPORTS = {
     "connect": "database",
     "FunctionRecord": "functions", "FunctionStore": "functions",
     "LogEvent": "logstore", "LogStore": "logstore",
+    "AliasRecord": "versions", "VersionRecord": "versions", "VersionStore": "versions",
 }
 
 __all__ = [
-    "AsyncEvent", "AsyncEventQueue", "CodeStore", "FunctionRecord", "FunctionStore", "InvalidCode", "LogEvent",
-    "LogStore", "StoredCode", "connect",
+    "AliasRecord", "AsyncEvent", "AsyncEventQueue", "CodeStore", "FunctionRecord", "FunctionStore", "InvalidCode",
+    "LogEvent", "LogStore", "StoredCode", "VersionRecord", "VersionStore", "connect",
 ]
 
 
