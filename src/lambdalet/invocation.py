@@ -122,12 +122,13 @@ class Invocation:
     answers through on_outcome and never awaits either (two futures less per invoke)."""
 
     __slots__ = ("_done", "_error", "_finished", "_outcome", "_result", "client_context", "cognito_identity",
-                 "deadline_ms", "invoked_arn", "log_tail", "on_failure", "on_outcome", "payload", "request_id",
-                 "tenant_id", "trace_id")
+                 "deadline_ms", "executed_version", "invoked_arn", "log_tail", "on_failure", "on_outcome", "payload",
+                 "request_id", "tenant_id", "trace_id")
 
     def __init__(self, payload: bytes, invoked_arn: str, request_id: str | None = None,
                  trace_id: str | None = None, client_context: str | None = None,
-                 cognito_identity: str | None = None, tenant_id: str | None = None) -> None:
+                 cognito_identity: str | None = None, tenant_id: str | None = None,
+                 executed_version: str = "$LATEST") -> None:
         self.payload = payload
         self.invoked_arn = invoked_arn
         self.request_id = request_id or new_request_id()
@@ -135,6 +136,7 @@ class Invocation:
         self.client_context = client_context  # decoded JSON text
         self.cognito_identity = cognito_identity
         self.tenant_id = tenant_id
+        self.executed_version = executed_version  # the version that runs it (X-Amz-Executed-Version)
         self.deadline_ms = 0
         self.log_tail: LogTail | None = None  # collected for LogType=Tail when not None
         self.on_outcome: Callable[[Outcome], None] | None = None  # called synchronously when the outcome is known

@@ -341,7 +341,7 @@ def test_invalid_config_is_answered_before_the_zip_is_unpacked(server):
     zipped = _many_files_zip(5000)
     with pytest.raises(ClientError) as exc:
         server.client("lambda", validate=False).create_function(
-            FunctionName=unique_name("cfg"), Runtime="java8", Role="arn:aws:iam::0:role/x", Handler="h",
+            FunctionName=unique_name("cfg"), Runtime="java8", Role="arn:aws:iam::000000000000:role/x", Handler="h",
             Code={"ZipFile": zipped})
     assert error_of(exc.value)[:2] == ("InvalidParameterValueException", 400)
     assert "java8" in error_of(exc.value)[2]
@@ -444,7 +444,7 @@ def in_process(tmp_path_factory) -> Iterator[InProcessServer]:
 
 
 def _create_body(name: str, zipped: bytes) -> bytes:
-    return json.dumps({"FunctionName": name, "Runtime": "provided.al2023", "Role": "arn:aws:iam::0:role/x",
+    return json.dumps({"FunctionName": name, "Runtime": "provided.al2023", "Role": "arn:aws:iam::000000000000:role/x",
                        "Code": {"ZipFile": base64.b64encode(zipped).decode()}}).encode()
 
 

@@ -95,8 +95,8 @@ def test_big_zip_then_invoke_on_the_same_boto3_client(server):
     """A 1.5 MB CreateFunction body used to leave the keep-alive connection unread: the invoke hung."""
     lam = server.client("lambda", read_timeout=20)
     name = unique_name("bigzip")
-    lam.create_function(FunctionName=name, Runtime="provided.al2023", Handler="x", Role="arn:aws:iam::1:role/x",
-                        Code={"ZipFile": _random_zip(1_500_000)}, Timeout=10)
+    lam.create_function(FunctionName=name, Runtime="provided.al2023", Handler="x",
+                        Role="arn:aws:iam::111111111111:role/x", Code={"ZipFile": _random_zip(1_500_000)}, Timeout=10)
     out = lam.invoke(FunctionName=name, Payload=b"{}")
     assert "pid" in json.loads(out["Payload"].read())
     lam.update_function_code(FunctionName=name, ZipFile=_random_zip(2_500_000))
@@ -166,7 +166,7 @@ def _url_fn(server, result: dict) -> str:
             f"RESULT = {result!r}\n"
             "def handler(event, context):\n    return RESULT\n")
     server.lambda_client.create_function(
-        FunctionName=name, Runtime="python3.11", Handler="app.handler", Role="arn:aws:iam::1:role/x",
+        FunctionName=name, Runtime="python3.11", Handler="app.handler", Role="arn:aws:iam::111111111111:role/x",
         Code={"ZipFile": make_zip({"app.py": code}, executable=())})
     url = server.lambda_client.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
     return url
@@ -363,7 +363,7 @@ def test_client_context_with_a_newline_reaches_the_function_intact(server):
     name = unique_name("ctx")
     code = "def handler(event, context):\n    return context.client_context.custom\n"
     server.lambda_client.create_function(
-        FunctionName=name, Runtime="python3.11", Handler="app.handler", Role="arn:aws:iam::1:role/x",
+        FunctionName=name, Runtime="python3.11", Handler="app.handler", Role="arn:aws:iam::111111111111:role/x",
         Code={"ZipFile": make_zip({"app.py": code}, executable=())})
     context = base64.b64encode(b'{"custom":\n{"a": "b"},\r\n"env": {}}').decode()
     out = server.lambda_client.invoke(FunctionName=name, Payload=b"{}", ClientContext=context)

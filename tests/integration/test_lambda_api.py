@@ -61,10 +61,10 @@ def test_create_get_list_update_delete(server):
     assert cfg["FunctionName"] == name
     assert cfg["FunctionArn"] == f"arn:aws:lambda:us-east-1:000000000000:function:{name}"
     assert (cfg["Runtime"], cfg["Timeout"], cfg["MemorySize"], cfg["Version"]) == ("provided.al2023", 3, 128, "$LATEST")
-    assert cfg["State"] == "Active" and cfg["Architectures"] == ["arm64"] and cfg["Description"] == "d"
+    assert cfg["State"] == "Pending" and cfg["Architectures"] == ["arm64"] and cfg["Description"] == "d"
     assert cfg["CodeSha256"] and cfg["CodeSize"] > 0
     got = lam.get_function(FunctionName=name)
-    assert got["Configuration"]["RevisionId"] == cfg["RevisionId"]
+    assert got["Configuration"]["RevisionId"] == cfg["RevisionId"] and got["Configuration"]["State"] == "Active"
     with urllib.request.urlopen(got["Code"]["Location"]) as r:
         assert zipfile.ZipFile(io.BytesIO(r.read())).namelist() == ["bootstrap"]
     assert lam.get_function_configuration(FunctionName=cfg["FunctionArn"])["FunctionName"] == name
@@ -75,7 +75,8 @@ def test_create_get_list_update_delete(server):
     code = lam.update_function_code(FunctionName=name, ZipFile=make_zip({"bootstrap": sb.ECHO_ONLY}))
     assert code["CodeSha256"] != cfg["CodeSha256"] and code["Timeout"] == 10
     with pytest.raises(ClientError) as exc:
-        lam.create_function(FunctionName=name, Runtime="provided.al2", Role="r", Handler="h",
+        lam.create_function(FunctionName=name, Runtime="provided.al2", Role="arn:aws:iam::000000000000:role/r",
+                            Handler="h",
                             Code={"ZipFile": make_zip({"bootstrap": "x"})})
     assert error_code(exc.value) == ("ResourceConflictException", 409)
     lam.delete_function(FunctionName=name)
@@ -120,7 +121,7 @@ def test_list_functions_pages_with_marker(server):
     ({"Description": 7}, "InvalidParameterValueException"),
 ])
 def test_create_function_rejects_bad_input(server, kwargs, code):
-    args = {"FunctionName": unique_name("bad"), "Runtime": "provided.al2023", "Role": "arn:aws:iam::0:role/x",
+    args = {"FunctionName": unique_name("bad"), "Runtime": "provided.al2023", "Role": "arn:aws:iam::000000000000:role/x",
             "Handler": "h", "Code": {"ZipFile": make_zip({"bootstrap": sb.EVENT_LOOP})}, **kwargs}
     with pytest.raises(ClientError) as exc:
         server.client("lambda", validate=False).create_function(**args)
@@ -332,7 +333,7 @@ done
 
 def test_provided_function_without_a_handler(server):
     name = unique_name("nohandler")
-    server.lambda_client.create_function(FunctionName=name, Runtime="provided.al2023", Role="arn:aws:iam::0:role/x",
+    server.lambda_client.create_function(FunctionName=name, Runtime="provided.al2023", Role="arn:aws:iam::000000000000:role/x",
                                          Code={"ZipFile": make_zip({"bootstrap": ECHO_HEADERS})})
     doc = json.loads(server.lambda_client.invoke(FunctionName=name, Payload=b"{}")["Payload"].read())
     assert doc["handler"] == ""

@@ -28,7 +28,7 @@ def event(payload: bytes = b'{"a": 1}') -> AsyncEvent:
 
 def test_invocation_record_of_a_failure():
     outcome = Outcome(payload=b'{"errorMessage":"no","errorType":"E"}', function_error="Unhandled")
-    record = invocation_record(ARN, event(), "RetriesExhausted", 3, outcome)
+    record = invocation_record(ARN, "$LATEST", event(), "RetriesExhausted", 3, outcome)
     assert record.pop("timestamp").endswith("Z")
     assert record == {
         "version": "1.0",
@@ -41,10 +41,10 @@ def test_invocation_record_of_a_failure():
 
 
 def test_invocation_record_of_a_success_with_a_non_json_response_and_of_an_expired_event():
-    record = invocation_record(ARN, event(), "Success", 1, Outcome(payload=b"plain text"))
+    record = invocation_record(ARN, "$LATEST", event(), "Success", 1, Outcome(payload=b"plain text"))
     assert record["responseContext"] == {"statusCode": 200, "executedVersion": "$LATEST"}
     assert record["responsePayload"] == "plain text"
-    expired = invocation_record(ARN, event(), "EventAgeExceeded", 0, None)
+    expired = invocation_record(ARN, "$LATEST", event(), "EventAgeExceeded", 0, None)
     assert "responseContext" not in expired and "responsePayload" not in expired
 
 

@@ -32,6 +32,7 @@ from lambdalet.store import (
     FunctionStore,
     LogStore,
     RecursionConfigStore,
+    VersionStore,
     connect,
 )
 from lambdalet.store.layers import LayerStore
@@ -78,8 +79,10 @@ class FrontDoor:
                                 settings.region, settings.account)
         code = CodeStore(os.path.join(data, "code"))
         policies = PolicyStore(self.db)
-        self.functions = FunctionManager(FunctionStore(self.db), code, settings.region, settings.account, layers,
-                                         policies, settings.interpreters, memory_limit=settings.memory_limit)
+        functions = FunctionStore(self.db)
+        self.functions = FunctionManager(functions, code, settings.region, settings.account, layers, policies,
+                                         settings.interpreters, versions=VersionStore(self.db, functions),
+                                         memory_limit=settings.memory_limit)
         event_configs = EventInvokeConfigs(EventConfigStore(self.db), self.functions)
         self.invoker = Invoker(self.functions, self.scheduler, AsyncEventQueue(self.db), event_configs,
                                Destinations(self.functions, self.logs), settings.async_retry_delay_s)
@@ -101,6 +104,7 @@ class FrontDoor:
         self.functions.endpoint_url = f"http://{host}:{self.address[1]}"
         self.scheduler.start_reaper()
         self.invoker.start_worker()
+        self.lambda_api.provisioned.refresh_all()
 
     async def close(self) -> None:
         self.invoker.stop_worker()

@@ -10,9 +10,9 @@ from typing import Any
 
 from lambdalet.api.errors import AwsError
 from lambdalet.api.event_configs import AsyncSettings
-from lambdalet.api.functions import FunctionManager, parse_function_name
+from lambdalet.api.functions import FunctionManager, Target, parse_function_name
 from lambdalet.invocation import Outcome, new_request_id
-from lambdalet.store import AsyncEvent, FunctionRecord, LogStore
+from lambdalet.store import AsyncEvent, LogStore
 
 WARNING_STREAM = "[$LATEST]lambdalet-async-invocations"  # after the date, as a log stream name
 _KINDS = {"sqs": "an SQS queue", "sns": "an SNS topic", "events": "an EventBridge event bus", "s3": "an S3 bucket"}
@@ -30,8 +30,8 @@ def _json_or_text(payload: bytes) -> Any:
         return payload.decode("utf-8", "replace")
 
 
-def invocation_record(function_arn: str, event: AsyncEvent, condition: str, invoke_count: int,
-                      outcome: Outcome | None) -> dict[str, Any]:
+def invocation_record(function_arn: str, executed_version: str, event: AsyncEvent, condition: str,
+                      invoke_count: int, outcome: Outcome | None) -> dict[str, Any]:
     """AWS's invocation record ("Capturing records of Lambda asynchronous invocations")."""
     record: dict[str, Any] = {
         "version": "1.0",
@@ -41,7 +41,7 @@ def invocation_record(function_arn: str, event: AsyncEvent, condition: str, invo
         "requestPayload": _json_or_text(event.payload),
     }
     if outcome is not None:  # (an event that expired unrun has no response)
-        context: dict[str, Any] = {"statusCode": 200, "executedVersion": function_arn.rsplit(":", 1)[1]}
+        context: dict[str, Any] = {"statusCode": 200, "executedVersion": executed_version}
         if outcome.function_error:
             context["functionError"] = outcome.function_error
         record["responseContext"] = context
@@ -56,7 +56,7 @@ class Destinations:
         self.functions = functions
         self.sink = sink
 
-    def deliveries(self, rec: FunctionRecord, qualifier: str, event: AsyncEvent, condition: str, invoke_count: int,
+    def deliveries(self, rec: Target, qualifier: str, event: AsyncEvent, condition: str, invoke_count: int,
                    outcome: Outcome | None, settings: AsyncSettings) -> list[tuple[str, str, bytes]]:
         """The Event invocations (function, request id, payload) that carry the result of event onwards;
         what cannot be carried is written to the function's log."""
@@ -64,8 +64,8 @@ class Destinations:
         destination = settings.on_success if success else settings.on_failure
         out: list[tuple[str, str, bytes]] = []
         if destination:
-            record = invocation_record(f"{rec.config['FunctionArn']}:{qualifier}", event, condition, invoke_count,
-                                       outcome)
+            record = invocation_record(f"{self.functions.arn(rec.name)}:{qualifier}", rec.version, event,
+                                       condition, invoke_count, outcome)
             target = self._function(destination)
             if target is not None:
                 out.append((target, new_request_id(), json.dumps(record).encode()))
@@ -82,7 +82,7 @@ class Destinations:
         return out
 
     def _function(self, arn: str) -> str | None:
-        """The name of the function here that arn names, if it does."""
+        """The function here that arn names (`name`, or `name:qualifier` for a version or alias), if it does."""
         if arn.split(":")[2:3] != ["lambda"]:
             return None
         try:
@@ -93,14 +93,14 @@ class Destinations:
         if rec is None or not arn.startswith(self.functions.arn(name)) \
                 or not self.functions.qualifier_exists(rec, qualifier):
             return None
-        return name
+        return f"{name}:{qualifier}" if qualifier else name
 
     @staticmethod
     def _kind(arn: str) -> str:
         service = arn.split(":")[2] if arn.count(":") >= 2 else ""
         return _KINDS.get(service, "a function that does not exist here" if service == "lambda" else "not a target")
 
-    def _warn(self, rec: FunctionRecord, text: str) -> None:
+    def _warn(self, rec: Target, text: str) -> None:
         now = datetime.now(UTC)
         self.sink.append(f"/aws/lambda/{rec.name}", now.strftime("%Y/%m/%d/") + WARNING_STREAM,
                          f"LAMBDALET_WARNING: {text}", int(now.timestamp() * 1000))

@@ -18,7 +18,7 @@ class AwsError(Exception):
 
     def body(self) -> bytes:
         doc: dict[str, object] = {"__type": self.code, "Type": self.error_kind, "message": self.message,
-                                  **self.extra}
+                                  "Message": self.message, **self.extra}
         return json.dumps(doc).encode()
 
     def headers(self, request_id: str) -> dict[str, str]:
@@ -32,6 +32,12 @@ def not_found(message: str) -> AwsError:
 
 def invalid(message: str) -> AwsError:
     return AwsError(400, "InvalidParameterValueException", message)
+
+
+def validation(errors: list[str]) -> AwsError:
+    """Lambda's answer to request members that break the model's constraints, all named at once."""
+    count = f"{len(errors)} validation error{'s' if len(errors) > 1 else ''} detected"
+    return AwsError(400, "ValidationException", f"{count}: {'; '.join(errors)}")
 
 
 def conflict(message: str) -> AwsError:

@@ -116,6 +116,9 @@ class EventInvokeConfigs:
     def delete_function(self, name: str) -> None:
         self.store.delete_function(name)
 
+    def delete_qualifier(self, name: str, qualifier: str) -> None:
+        self.store.delete(name, qualifier)
+
     # -- helpers
     def _target(self, raw_name: str, qualifier: str | None) -> tuple[FunctionRecord | None, str, str]:
         name, derived = parse_function_name(raw_name)
@@ -213,3 +216,7 @@ class EventConfigApi:
     def delete_function(self, name: str) -> None:
         """A deleted function's configurations go with it."""
         self.configs.delete_function(name)
+
+    def delete_qualifier(self, name: str, qualifier: str) -> None:
+        """A deleted version's or alias's configuration goes with it."""
+        self.configs.delete_qualifier(name, qualifier)

@@ -191,16 +191,17 @@ class FunctionUrls:
         self.invoker = invoker
 
     async def handle(self, req: Request, resp: Response, url_id: str, raw_path: str) -> None:
-        rec = self.functions.store.by_url_id(url_id)
-        if rec is None or rec.url_config is None:  # an unknown URL id is forbidden, as on AWS
+        found = self.functions.url_target(url_id)
+        if found is None:  # an unknown URL id is forbidden, as on AWS
             resp.send(403, _FORBIDDEN, {"Content-Type": "application/json",
                                         "x-amzn-ErrorType": "AccessDeniedException"})
             return
+        url_config, rec, arn = found
         raw_path = _SLASHES.sub("/", raw_path)
-        if rec.url_config.get("AuthType") == "AWS_IAM" and "authorization" not in req.headers:
+        if url_config.get("AuthType") == "AWS_IAM" and "authorization" not in req.headers:
             resp.send(403, b'{"Message":"Forbidden"}', {"Content-Type": "application/json"})
             return
-        cors = rec.url_config.get("Cors")
+        cors = url_config.get("Cors")
         if cors and req.method == "OPTIONS" and "access-control-request-method" in req.headers:
             resp.send(200, b"", cors_headers(cors, req, preflight=True))  # answered by Lambda itself
             return
@@ -209,7 +210,7 @@ class FunctionUrls:
         except BodyTooLarge:
             resp.send(413, b'{"Message":"Request Entity Too Large"}', {"Content-Type": "application/json"})
             return
-        inv = Invocation(payload=b"", invoked_arn=rec.config["FunctionArn"])
+        inv = Invocation(payload=b"", invoked_arn=arn, executed_version=rec.version)
         event = build_event(req, url_id, raw_path, body, inv.request_id, self.functions.account,
                             self.functions.region)
         inv.payload = json.dumps(event).encode()
@@ -225,7 +226,7 @@ class FunctionUrls:
             raise
         outcome = await inv.outcome
         extra = cors_headers(cors, req)
-        if outcome.stream is not None and rec.url_config.get("InvokeMode") == "RESPONSE_STREAM":
+        if outcome.stream is not None and url_config.get("InvokeMode") == "RESPONSE_STREAM":
             await self._stream(resp, outcome.stream, inv, lambda h: with_cors(h, extra, cors))
             return
         if outcome.stream is not None:

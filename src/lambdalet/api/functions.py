@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import random
 import re
 import secrets
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from lambdalet.api import validation as v
 from lambdalet.api.constraints import check_tags
-from lambdalet.api.errors import AwsError, conflict, invalid, not_found
+from lambdalet.api.errors import AwsError, conflict, invalid, not_found, validation
 from lambdalet.limits import MAX_ENV_BYTES
 from lambdalet.scheduler import RESERVED_VARIABLES, FunctionSpec, is_supported_runtime
-from lambdalet.store import CodeStore, FunctionRecord, FunctionStore, StoredCode
+from lambdalet.store import CodeStore, FunctionRecord, FunctionStore, StoredCode, VersionRecord, VersionStore
 
 if TYPE_CHECKING:
     from lambdalet.api.code_upload import CodeUpload
     from lambdalet.api.layers import FunctionLayers
     from lambdalet.store.policies import PolicyStore
 
-_NAME = re.compile(r"^[a-zA-Z0-9-_]{1,64}$")
-_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:lambda:([a-z0-9-]+):(\d{12}):function:([a-zA-Z0-9-_]+)(?::([^:]+))?$")
-_PARTIAL = re.compile(r"^(\d{12}):function:([a-zA-Z0-9-_]+)(?::([^:]+))?$")
 _ENV_KEY = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]+$")
 
 CONFIG_FIELDS = ("Role", "Handler", "Description", "Timeout", "MemorySize", "Environment", "Runtime",
@@ -32,22 +33,49 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
 
 
+Target = FunctionRecord | VersionRecord  # what an invocation runs: $LATEST or a published version
+
+
 def parse_function_name(raw: str) -> tuple[str, str | None]:
-    """(name, qualifier) from a name, name:qualifier, partial ARN or full ARN."""
-    m = _ARN.match(raw)
-    if m:
-        return m.group(3), m.group(4)
-    m = _PARTIAL.match(raw)
-    if m:
-        return m.group(2), m.group(3)
-    name, _, qualifier = raw.partition(":")
-    if not _NAME.match(name):
-        raise AwsError(400, "ValidationException",
-                       f"1 validation error detected: Value '{raw}' at 'functionName' failed to satisfy "
-                       "constraint: Member must satisfy regular expression pattern: "
-                       "(arn:(aws[a-zA-Z-]*)?:lambda:)?([a-z]{2}(-gov)?-[a-z]+-\\d{1}:)?(\\d{12}:)?"
-                       "(function:)?([a-zA-Z0-9-_\\.]+)(:(\\$LATEST|[a-zA-Z0-9-_]+))?")
-    return name, qualifier or None
+    """(name, qualifier) from a name, name:qualifier, partial ARN or full ARN (ValidationException when it
+    breaks the FunctionName pattern; FunctionManager.locate also checks region, account and existence)."""
+    errors: list[str] = []
+    v.check_function_name(errors, raw, v.NAMESPACED_FUNCTION_NAME)
+    if errors:
+        raise validation(errors)
+    name, qualifier, _, _ = v.locate(raw)
+    return name, qualifier
+
+_UPDATE_STATUS = ("LastUpdateStatus", "LastUpdateStatusReason", "LastUpdateStatusReasonCode")
+_LIST_HIDDEN = ("State", "StateReason", "StateReasonCode", *_UPDATE_STATUS, "RuntimeVersionConfig")
+# Transitional states and where each settles, with the reason fields shown while in it.
+_TRANSITIONS = {
+    "State": ("Pending", "Active", ("StateReason", "StateReasonCode")),
+    "LastUpdateStatus": ("InProgress", "Successful", ("LastUpdateStatusReason", "LastUpdateStatusReasonCode")),
+}
+
+
+def listed(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A configuration as the List* operations show it (without state fields, as AWS)."""
+    return {k: val for k, val in cfg.items() if k not in _LIST_HIDDEN}
+
+
+def _begin(cfg: dict[str, Any], field: str) -> None:
+    """Enter the transitional state of field (State: Pending, LastUpdateStatus: InProgress)."""
+    state, _, (reason, code) = _TRANSITIONS[field]
+    cfg.update({field: state, reason: "The function is being created.", code: "Creating"})
+
+
+def _settled(cfg: dict[str, Any]) -> bool:
+    """Move each transitional field of cfg to its final state; True when something changed."""
+    changed = False
+    for field, (state, final, reasons) in _TRANSITIONS.items():
+        if cfg.get(field) == state:
+            cfg[field] = final
+            for key in reasons:
+                cfg.pop(key, None)
+            changed = True
+    return changed
 
 
 _LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
@@ -110,8 +138,10 @@ class FunctionManager:
     """The function registry as the Lambda API sees it."""
 
     def __init__(self, store: FunctionStore, code: CodeStore, region: str, account: str, layers: FunctionLayers,
-                 policies: PolicyStore, interpreters: dict[str, str], *, memory_limit: bool = True) -> None:
+                 policies: PolicyStore, interpreters: dict[str, str], *, versions: VersionStore,
+                 memory_limit: bool = True) -> None:
         self.store = store
+        self.versions = versions
         self.code = code
         self.region = region
         self.account = account
@@ -120,19 +150,106 @@ class FunctionManager:
         self.interpreters = interpreters
         self.endpoint_url = ""  # the server's own address, known once it listens
         self.memory_limit = memory_limit
+        for rec in store.all():  # a server stopped mid-transition: what it was doing is done
+            if _settled(rec.config):
+                store.save(rec)
+            for version in versions.versions(rec.name):
+                if _settled(version.config):
+                    versions.save_version(version)
 
     def arn(self, name: str) -> str:
         return f"arn:aws:lambda:{self.region}:{self.account}:function:{name}"
 
-    def get(self, raw_name: str) -> tuple[FunctionRecord, str | None]:
-        name, qualifier = parse_function_name(raw_name)
+    # -- finding functions, versions and aliases
+    def locate(self, raw: Any, qualifier: str | None = None, *, pattern: str = v.FUNCTION_NAME,
+               qualifier_pattern: str = v.QUALIFIER) -> tuple[FunctionRecord, str | None]:
+        """The function a FunctionName (name, name:qualifier, partial or full ARN) names, and the qualifier
+        asked for there or in the Qualifier parameter (not checked against the versions and aliases)."""
+        errors: list[str] = []
+        v.check_function_name(errors, raw, pattern)
+        if qualifier is not None:
+            v.check_string(errors, qualifier, "qualifier", qualifier_pattern, 128)
+        if errors:
+            raise validation(errors)
+        name, arn_qualifier, account, region = v.locate(raw)
+        if region is not None and region != self.region:
+            raise not_found(f"Functions from '{region}' are not reachable in this region ('{self.region}')")
+        if qualifier and arn_qualifier and qualifier != arn_qualifier:
+            raise invalid("The derived qualifier from the function name does not match the specified qualifier.")
+        qualifier = qualifier or arn_qualifier
         rec = self.store.get(name)
-        if rec is None or (qualifier is not None and qualifier != "$LATEST"):
-            target = self.arn(name) + (f":{qualifier}" if qualifier else "")
-            raise not_found(f"Function not found: {target}")
+        if rec is None or (account is not None and account != self.account):
+            arn = f"arn:aws:lambda:{self.region}:{account or self.account}:function:{name}"
+            raise not_found(f"Function not found: {arn}" + (f":{qualifier}" if qualifier else ""))
         return rec, qualifier
 
-    def spec(self, rec: FunctionRecord) -> FunctionSpec:
+    def get(self, raw_name: Any) -> tuple[FunctionRecord, str | None]:
+        """The function itself ($LATEST) for operations on an unqualified function."""
+        rec, qualifier = self.locate(raw_name)
+        if qualifier not in (None, "$LATEST"):
+            raise not_found(f"Function not found: {rec.config['FunctionArn']}:{qualifier}")
+        return rec, qualifier
+
+    def qualifier_exists(self, rec: FunctionRecord, qualifier: str | None) -> bool:
+        """True for no qualifier, $LATEST, and the number of a version or the name of an alias of rec."""
+        if qualifier is None or qualifier == "$LATEST":
+            return True
+        if qualifier.isdigit():
+            return self.versions.version(rec.name, qualifier) is not None
+        return self.versions.alias(rec.name, qualifier) is not None
+
+    def resolve(self, raw: Any, qualifier: str | None = None,
+                pattern: str = v.NAMESPACED_FUNCTION_NAME) -> tuple[Target, str]:
+        """What runs for a FunctionName and Qualifier ($LATEST, a version, or the version an alias routes
+        this call to), and the ARN that was asked for."""
+        if qualifier is None:
+            rec = self.store.get(raw)  # a plain, existing name: its own (valid) spelling
+            if rec is not None:
+                return rec, rec.config["FunctionArn"]
+        rec, qualifier = self.locate(raw, qualifier, pattern=pattern)
+        return self.target(rec, qualifier)
+
+    def target(self, rec: FunctionRecord, qualifier: str | None, *, routed: bool = True) -> tuple[Target, str]:
+        """(what runs, the ARN asked for) for a qualifier of rec; ResourceNotFound when it does not exist.
+        An alias with a routing config picks its version per call, unless not routed (reading it)."""
+        arn = rec.config["FunctionArn"]
+        if qualifier is None:
+            return rec, arn
+        arn = f"{arn}:{qualifier}"
+        if qualifier == "$LATEST":
+            return rec, arn
+        if qualifier.isdigit():
+            version = self.versions.version(rec.name, qualifier)
+            if version is None:
+                raise not_found(f"Function not found: {arn}")
+            return version, arn
+        alias = self.versions.alias(rec.name, qualifier)
+        if alias is None:
+            raise not_found(f"Function not found: {arn}")
+        chosen = alias.config["FunctionVersion"]
+        weights = (alias.config.get("RoutingConfig") or {}).get("AdditionalVersionWeights") if routed else None
+        for version, weight in (weights or {}).items():
+            if random.random() < weight:
+                chosen = version
+        if chosen == "$LATEST":
+            return rec, arn
+        found = self.versions.version(rec.name, chosen)
+        if found is None:  # (an alias's versions cannot be deleted)
+            raise not_found(f"Function not found: {self.arn(rec.name)}:{chosen}")
+        return found, arn
+
+    def find(self, ref: str) -> tuple[Target, str] | None:
+        """resolve() for a stored reference (`name` or `name:qualifier`), None when it is gone."""
+        name, _, qualifier = ref.partition(":")
+        rec = self.store.get(name)
+        if rec is None:
+            return None
+        try:
+            return self.target(rec, qualifier or None)
+        except AwsError:
+            return None
+
+    def spec(self, rec: Target) -> FunctionSpec:
         cfg = rec.config
         variables = dict((cfg.get("Environment") or {}).get("Variables") or {})
         logging_config = cfg.get("LoggingConfig") or {}
@@ -146,6 +263,7 @@ class FunctionManager:
             memory_mb=cfg["MemorySize"], timeout_s=cfg["Timeout"], task_root=self.code.task_root(rec.code_sha),
             opt_dir=opt_dir, region=self.region, revision_id=cfg["RevisionId"], variables=variables,
             interpreters=self.interpreters, endpoint_url=self.endpoint_url, memory_limit=self.memory_limit,
+            version=rec.version,
         )
 
     # -- validation
@@ -196,10 +314,10 @@ class FunctionManager:
             raise invalid("Lambda was unable to configure your environment variables because the environment "
                           f"variables you have provided contains reserved keys that are currently not "
                           f"supported for modification. Reserved keys used in this request: {', '.join(reserved)}")
-        size = sum(len(k) + len(v) for k, v in variables.items())
-        if size > MAX_ENV_BYTES:
+        measured = json.dumps(variables, separators=(",", ":"), ensure_ascii=False)  # what AWS measures
+        if len(measured.encode()) > MAX_ENV_BYTES:
             raise invalid("Lambda was unable to configure your environment variables because the environment "
-                          f"variables you have provided exceeded the 4KB limit. String measured: {size}")
+                          f"variables you have provided exceeded the 4KB limit. String measured: {measured}")
         arch = cfg.get("Architectures")
         if arch is not None and (not isinstance(arch, list) or len(arch) != 1
                                  or arch[0] not in ("x86_64", "arm64")):
@@ -216,18 +334,37 @@ class FunctionManager:
         _check_object(cfg, "EphemeralStorage", {"Size": range(512, 10241)})
         _check_dead_letter(cfg)
 
+    @staticmethod
+    def _check_members(body: dict[str, Any], *, creating: bool) -> None:
+        """The members botocore's model constrains: every one that fails is named (ValidationException)."""
+        errors: list[str] = []
+        raw = body.get("FunctionName")
+        plain = isinstance(raw, str) and v.locate(raw)[0] == raw
+        if creating and plain and len(raw) > 64:  # (a new function's own name: 64 characters at most)
+            errors.append(v.max_length_error(raw, "functionName", 64))
+        elif creating:
+            v.check_function_name(errors, raw)
+        name_only = len(errors) == 1 and plain
+        v.check_string(errors, body.get("Role"), "role", v.ROLE, 10000, required=creating)
+        if name_only and len(errors) == 1:
+            # (a bad plain name alone: AWS answers InvalidParameterValueException with the same text)
+            raise invalid(validation(errors).message)
+        if errors:
+            raise validation(errors)
+
     # -- operations
     async def create(self, upload: CodeUpload) -> dict[str, Any]:
         """CreateFunction: validate the request, then store its code, then the function."""
         body = upload.doc
-        name = body.get("FunctionName")
-        if not isinstance(name, str) or not name:
-            raise invalid("FunctionName is required.")
-        name, _ = parse_function_name(name)
+        self._check_members(body, creating=True)
+        name, qualifier, account, region = v.locate(body["FunctionName"])
+        if region is not None and region != self.region:
+            raise not_found(f"Functions from '{region}' are not reachable in this region ('{self.region}')")
+        if qualifier is not None or (account is not None and account != self.account):
+            raise invalid(f"Invalid function name {body['FunctionName']}: a new function is named by its name, "
+                          "or its unqualified ARN in this account.")
         if body.get("PackageType", "Zip") != "Zip":
             raise invalid("lambdalet runs .zip functions only (PackageType Zip).")
-        if not isinstance(body.get("Role"), str):
-            raise invalid("Role is required.")
         if self.store.get(name) is not None:
             raise conflict(f"Function already exist: {name}")
         tags = check_tags(body["Tags"]) if body.get("Tags") is not None else {}
@@ -248,19 +385,40 @@ class FunctionManager:
         if layers:
             cfg["Layers"] = self.layers.describe(layers)
         self._finish_config(cfg, stored)
+        for key in _UPDATE_STATUS:  # a new function is Pending; no update of it is in progress
+            cfg.pop(key, None)
+        cfg["LastUpdateStatus"] = "Successful"
+        _begin(cfg, "State")
         rec = FunctionRecord(name, cfg, stored.sha_hex, None, None)
         if not self.store.create(rec):  # created by another request while the code was unpacked
             raise conflict(f"Function already exist: {name}")
         if tags:
             self.policies.set_tags(name, tags)
-        return cfg
+        self._settle_soon(rec)
+        if body.get("Publish") is True:
+            return self.publish(rec)
+        return dict(cfg)
+
+    def _settle_soon(self, rec: Target) -> None:
+        """Finish rec's transition (Pending -> Active, InProgress -> Successful) right after this request."""
+        def settle() -> None:
+            if isinstance(rec, VersionRecord):
+                if self.versions.version(rec.name, rec.version) is rec and _settled(rec.config):
+                    self.versions.save_version(rec)
+            elif self.store.get(rec.name) is rec:
+                cfg = dict(rec.config)
+                if _settled(cfg):
+                    rec.config = cfg  # (a new dict: the one answered may still be on its way out)
+                    self.store.save(rec)
+        asyncio.get_running_loop().call_soon(settle)
 
     def _finish_config(self, cfg: dict[str, Any], stored: StoredCode) -> None:
         cfg.update({
             "CodeSize": stored.size, "CodeSha256": stored.sha256_b64, "Version": "$LATEST",
             "LastModified": now_iso(), "RevisionId": str(uuid.uuid4()), "State": "Active",
-            "LastUpdateStatus": "Successful", "PackageType": "Zip",
+            "PackageType": "Zip",
         })
+        _begin(cfg, "LastUpdateStatus")
         cfg.setdefault("TracingConfig", {"Mode": "PassThrough"})
         cfg.setdefault("EphemeralStorage", {"Size": 512})
         logging_config = {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{cfg['FunctionName']}"}
@@ -294,7 +452,10 @@ class FunctionManager:
         self._finish_config(cfg, stored)
         rec.config, rec.code_sha = cfg, stored.sha_hex
         self.store.save(rec)
-        return cfg
+        self._settle_soon(rec)
+        if body.get("Publish") is True:
+            return self.publish(rec)
+        return dict(cfg)
 
     async def prepare_layers(self, raw_name: str, body: dict[str, Any]) -> None:
         """Check an UpdateFunctionConfiguration's Layers and build their /opt before update_config."""
@@ -305,6 +466,7 @@ class FunctionManager:
 
     def update_config(self, raw_name: str, body: dict[str, Any]) -> dict[str, Any]:
         rec, _ = self.get(raw_name)
+        self._check_members(body, creating=False)
         self._check_revision(rec, body)
         cfg = dict(rec.config)
         for key in CONFIG_FIELDS:
@@ -319,25 +481,80 @@ class FunctionManager:
                 cfg["Layers"] = self.layers.describe(self.layers.resolve(body["Layers"]))
         self._validate(cfg)
         cfg.update({"LastModified": now_iso(), "RevisionId": str(uuid.uuid4())})
+        _begin(cfg, "LastUpdateStatus")
         rec.config = cfg
         self.store.save(rec)
-        return cfg
+        self._settle_soon(rec)
+        return dict(cfg)
 
-    def delete(self, raw_name: str) -> FunctionRecord:
-        name, qualifier = parse_function_name(raw_name)
-        rec = self.store.get(name)
-        if rec is None:
-            raise not_found(f"Function not found: {self.arn(name)}")
-        if qualifier not in (None, "$LATEST"):
-            raise not_found(f"Function not found: {self.arn(name)}:{qualifier}")
-        self.store.delete(name)
-        self.policies.forget(name)
-        return rec
+    def publish(self, rec: FunctionRecord, description: str | None = None, code_sha256: str | None = None,
+                revision_id: str | None = None) -> dict[str, Any]:
+        """PublishVersion: a new, immutable version from $LATEST; the last one when nothing changed since."""
+        self._check_revision(rec, {"RevisionId": revision_id})
+        current = rec.config["CodeSha256"]
+        if code_sha256 is not None and code_sha256 != current:
+            raise invalid(f"CodeSHA256 ({code_sha256}) is different from current CodeSHA256 in $LATEST "
+                          f"({current}). Please try again with the CodeSHA256 in $LATEST.")
+        number = self.versions.last_number(rec.name)
+        last = self.versions.version(rec.name, str(number)) if number else None
+        if last is not None and last.source_revision == rec.config["RevisionId"]:
+            return dict(last.config)
+        number += 1
+        # A deep copy: nothing done to $LATEST's configuration may reach the version's.
+        cfg = json.loads(json.dumps({k: val for k, val in rec.config.items() if k not in _UPDATE_STATUS}))
+        cfg.update({"Version": str(number), "FunctionArn": f"{self.arn(rec.name)}:{number}",
+                    "RevisionId": str(uuid.uuid4())})
+        if description is not None:
+            cfg["Description"] = description
+        _begin(cfg, "State")
+        # Publishing is a change of the function: $LATEST gets a new RevisionId (as on AWS).
+        rec.config = {**rec.config, "RevisionId": str(uuid.uuid4())}
+        self.store.save(rec)
+        version = VersionRecord(rec.name, str(number), cfg, rec.code_sha, rec.config["RevisionId"], rec)
+        self.versions.add_version(version)
+        self._settle_soon(version)
+        return dict(cfg)
 
-    def qualifier_exists(self, rec: FunctionRecord, qualifier: str | None) -> bool:
-        """Whether rec has the version or alias qualifier (None: the function itself). A stand-in:
-        only None and $LATEST exist here; versions and aliases are resolved elsewhere."""
-        return qualifier in (None, "$LATEST")
+    def delete(self, raw_name: Any, qualifier: str | None = None) -> tuple[FunctionRecord, str | None]:
+        """DeleteFunction: the whole function, or with a qualifier one version only (never $LATEST, nor an
+        alias, nor a version an alias routes to). Returns the function and the version deleted, if one."""
+        rec, qualifier = self.locate(raw_name, qualifier, pattern=v.NAMESPACED_FUNCTION_NAME)
+        if qualifier is None:
+            self.store.delete(rec.name)
+            self.versions.delete_function(rec.name)
+            self.policies.forget(rec.name)
+            return rec, None
+        if qualifier == "$LATEST":
+            raise invalid("$LATEST version cannot be deleted without deleting the function.")
+        if not qualifier.isdigit():
+            raise invalid("Deletion of aliases is not currently supported.")
+        if self.versions.version(rec.name, qualifier) is None:
+            raise not_found(f"Function not found: {rec.config['FunctionArn']}:{qualifier}")
+        users = [a.name for a in self.versions.aliases(rec.name) if a.config["FunctionVersion"] == qualifier
+                 or qualifier in ((a.config.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {})]
+        if users:
+            raise conflict(f"Unable to delete version because the following aliases reference it: "
+                           f"[{', '.join(users)}]")
+        self.versions.delete_version(rec.name, qualifier)
+        self.policies.set_statements(rec.name, qualifier, [])  # (its resource policy goes with it)
+        return rec, qualifier
+
+    def delete_alias(self, rec: FunctionRecord, alias: str) -> None:
+        """DeleteAlias: the alias, its function URL and its resource policy."""
+        self.versions.delete_alias(rec.name, alias)
+        self.policies.set_statements(rec.name, alias, [])
+
+    def url_target(self, url_id: str) -> tuple[dict[str, Any], Target, str] | None:
+        """(URL config, what runs, the ARN invoked) for a function URL id ($LATEST's or an alias's)."""
+        rec = self.store.by_url_id(url_id)
+        if rec is not None and rec.url_config is not None:
+            return rec.url_config, rec, rec.config["FunctionArn"]
+        alias = self.versions.alias_by_url_id(url_id)
+        function = None if alias is None else self.store.get(alias.function)
+        if alias is None or alias.url_config is None or function is None:
+            return None
+        target, arn = self.target(function, alias.name)
+        return alias.url_config, target, arn
 
     def tags(self, rec: FunctionRecord) -> dict[str, str]:
         return self.policies.tags(rec.name)

@@ -10,11 +10,11 @@ import time
 from lambdalet.api.destinations import Destinations
 from lambdalet.api.errors import AwsError
 from lambdalet.api.event_configs import AsyncSettings, EventInvokeConfigs
-from lambdalet.api.functions import FunctionManager
+from lambdalet.api.functions import FunctionManager, Target
 from lambdalet.invocation import Invocation, Outcome, ResponseStream, error_document
 from lambdalet.limits import MAX_PAYLOAD
 from lambdalet.scheduler import Scheduler, Throttled
-from lambdalet.store import AsyncEvent, AsyncEventQueue, FunctionRecord
+from lambdalet.store import AsyncEvent, AsyncEventQueue
 
 log = logging.getLogger("lambdalet.invoker")
 
@@ -58,33 +58,34 @@ class Invoker:
         self._running: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def prepare(self, rec: FunctionRecord) -> None:
-        """Make sure the scheduler runs the function's current revision."""
-        pool = self.scheduler.pools.get(rec.name)
+    def prepare(self, rec: Target) -> None:
+        """Make sure the scheduler runs the current revision of the function (or of the version)."""
+        pool = self.scheduler.pools.get(rec.pool_key)
         if pool is None or pool.spec.revision_id != rec.config["RevisionId"] \
                 or pool.reserved != rec.reserved_concurrency:
             self.scheduler.configure(self.functions.spec(rec), rec.reserved_concurrency)
 
-    async def start(self, rec: FunctionRecord, inv: Invocation) -> None:
+    async def start(self, rec: Target, inv: Invocation) -> None:
         """Start inv on an environment (raises AwsError when throttled)."""
         self.prepare(rec)
         try:
-            await self.scheduler.invoke(rec.name, inv)
+            await self.scheduler.invoke(rec.pool_key, inv)
         except Throttled as exc:
             raise throttled_error(exc) from None
 
-    def start_now(self, rec: FunctionRecord, inv: Invocation) -> bool:
+    def start_now(self, rec: Target, inv: Invocation) -> bool:
         """Start inv without suspending, when that keeps Lambda's semantics; False to use start()."""
         self.prepare(rec)
-        if self.scheduler.should_wait(rec.name):
+        key = rec.pool_key
+        if self.scheduler.should_wait(key):
             return False
         try:
-            self.scheduler.start(rec.name, inv)
+            self.scheduler.start(key, inv)
         except Throttled as exc:
             raise throttled_error(exc) from None
         return True
 
-    async def invoke(self, rec: FunctionRecord, inv: Invocation, *, wait_done: bool = False) -> Outcome:
+    async def invoke(self, rec: Target, inv: Invocation, *, wait_done: bool = False) -> Outcome:
         """Run inv and return its buffered outcome."""
         await self.start(rec, inv)
         outcome = await inv.outcome
@@ -95,8 +96,10 @@ class Invoker:
         return outcome
 
     # -- asynchronous invocations
-    def enqueue(self, rec: FunctionRecord, inv: Invocation) -> None:
-        self.queue.put(rec.name, inv.request_id, inv.payload, inv.client_context)
+    def enqueue(self, rec: Target, inv: Invocation) -> None:
+        # Queued as invoked (`name` or `name:qualifier`): an alias routes each attempt when it runs.
+        ref = inv.invoked_arn.rpartition(":function:")[2]
+        self.queue.put(ref, inv.request_id, inv.payload, inv.client_context)
         self._wakeup.set()
 
     def start_worker(self) -> None:
@@ -133,31 +136,33 @@ class Invoker:
             self._wakeup.set()
 
     async def _attempt(self, event: AsyncEvent) -> None:
-        """One try at an Event invocation, under its function's event invoke configuration."""
-        rec = self.functions.store.get(event.function)
-        if rec is None:
+        """One try at an Event invocation, under the event invoke configuration of what was invoked."""
+        found = self.functions.find(event.function)  # (`name` or `name:qualifier`, as invoked)
+        if found is None:  # the function, version or alias is gone
             self.queue.delete(event.id)
             return
-        qualifier = "$LATEST"  # (the queue holds invocations of $LATEST)
-        settings = self.event_configs.settings(rec.name, qualifier)
+        target, arn = found
+        name, _, qualifier = event.function.partition(":")
+        qualifier = qualifier or "$LATEST"
+        settings = self.event_configs.settings(name, qualifier)
         if time.time() - event.created > settings.max_age_s:  # too old: dropped, not run
-            self._finish(rec, qualifier, event, "EventAgeExceeded", event.attempts, None, settings)
+            self._finish(target, qualifier, event, "EventAgeExceeded", event.attempts, None, settings)
             return
-        inv = Invocation(payload=event.payload, invoked_arn=rec.config["FunctionArn"],
-                         request_id=event.request_id, client_context=event.client_context)
+        inv = Invocation(payload=event.payload, invoked_arn=arn, request_id=event.request_id,
+                         client_context=event.client_context, executed_version=target.version)
         try:
-            outcome = await self.invoke(rec, inv, wait_done=True)
+            outcome = await self.invoke(target, inv, wait_done=True)
         except AwsError:  # throttled: try again shortly, not counted as an attempt
             self.queue.postpone(event.id, 0.5, attempted=False)
             return
         if not outcome.function_error:
-            self._finish(rec, qualifier, event, "Success", event.attempts + 1, outcome, settings)
+            self._finish(target, qualifier, event, "Success", event.attempts + 1, outcome, settings)
         elif event.attempts < settings.max_retries:
             self.queue.postpone(event.id, self.async_retry_delay_s * (event.attempts + 1), attempted=True)
         else:
-            self._finish(rec, qualifier, event, "RetriesExhausted", event.attempts + 1, outcome, settings)
+            self._finish(target, qualifier, event, "RetriesExhausted", event.attempts + 1, outcome, settings)
 
-    def _finish(self, rec: FunctionRecord, qualifier: str, event: AsyncEvent, condition: str, invoke_count: int,
+    def _finish(self, rec: Target, qualifier: str, event: AsyncEvent, condition: str, invoke_count: int,
                 outcome: Outcome | None, settings: AsyncSettings) -> None:
         follow_ups = self.destinations.deliveries(rec, qualifier, event, condition, invoke_count, outcome, settings)
         self.queue.complete(event.id, follow_ups)

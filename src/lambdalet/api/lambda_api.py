@@ -11,17 +11,21 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from lambdalet.api import eventstream
+from lambdalet.api import validation as v
 from lambdalet.api.code_upload import check_json_payload, read_json, receive_code
-from lambdalet.api.errors import AwsError, conflict, invalid, not_found, service_error
+from lambdalet.api.errors import AwsError, conflict, invalid, not_found, service_error, validation
 from lambdalet.api.event_configs import EventConfigApi
-from lambdalet.api.functions import FunctionManager, now_iso
+from lambdalet.api.functions import FunctionManager, listed, now_iso
 from lambdalet.api.invoker import Invoker, collect
 from lambdalet.api.layers import LayersApi
+from lambdalet.api.provisioned import PROVISIONED_ROUTES, ProvisionedApi
 from lambdalet.api.recursion_config import RecursionConfigApi
 from lambdalet.api.tags_policies import TagsPoliciesApi
+from lambdalet.api.versions import VERSION_ROUTES, VersionsApi
 from lambdalet.http11 import DEFER, BodyTooLarge, Request, Response, valid_field
 from lambdalet.invocation import Invocation, LogTail, Outcome
 from lambdalet.limits import ASYNC_MAX_PAYLOAD, MAX_PAYLOAD
+from lambdalet.store import AliasRecord
 from lambdalet.store.request_body import is_light
 
 UNRESERVED_MINIMUM = 100  # concurrency Lambda keeps for functions without a reservation
@@ -73,6 +77,8 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/policy/?$"), "permissions.get_policy"),
     ("DELETE", re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/policy/(?P<sid>[^/]+)/?$"),
      "permissions.remove_permission"),
+    *VERSION_ROUTES,
+    *PROVISIONED_ROUTES,
 ]
 
 
@@ -124,6 +130,9 @@ class LambdaApi:
         self.recursion = recursion
         self.layers = layers
         self.permissions = permissions
+        self.provisioned = ProvisionedApi(functions, invoker)
+        self.versions = VersionsApi(functions, on_change=self.provisioned.refresh,
+                                    on_delete=event_configs.delete_qualifier)
 
     def match(self, method: str, path: str) -> tuple[str, dict[str, str]] | None:
         allowed = False
@@ -158,31 +167,50 @@ class LambdaApi:
 
     async def list_functions(self, req: Request, resp: Response, rid: str) -> None:
         q = _query(req)
-        try:
-            max_items = min(int(q.get("MaxItems", "50")), 10000)
-        except ValueError:
-            raise invalid("MaxItems must be an integer.") from None
-        if max_items < 1:
-            raise invalid("MaxItems must be at least 1.")
-        records = self.functions.store.all()
+        errors = v.max_items_errors(q.get("MaxItems"))
+        every = q.get("FunctionVersion")
+        if every is not None and every != "ALL":
+            errors.append(f"Value {v.shown(every)} at 'functionVersion' failed to satisfy constraint: Member "
+                          "must satisfy enum value set: [ALL]")
+        if errors:
+            raise validation(errors)
+        max_items = min(int(q.get("MaxItems", "50")), 50)
+        configs: list[tuple[tuple[str, int], dict[str, Any]]] = []  # ((name, version: $LATEST 0), config)
+        for rec in self.functions.store.all():
+            if every is None:
+                configs.append(((rec.name, -1), rec.config))
+                continue
+            configs.append(((rec.name, 0), {**rec.config, "FunctionArn": rec.config["FunctionArn"] + ":$LATEST"}))
+            configs += [((rec.name, int(ver.version)), ver.config)
+                        for ver in self.functions.versions.versions(rec.name)]
         marker = q.get("Marker")
-        if marker:
-            records = [r for r in records if r.name > marker]
-        page = records[:max_items]
-        doc: dict[str, Any] = {"Functions": [r.config for r in page]}
-        if len(records) > max_items:
-            doc["NextMarker"] = page[-1].name
+        if marker:  # the last item of the previous page: `name`, or `name:version` with FunctionVersion=ALL
+            name, _, number = marker.partition(":")
+            after = (name, int(number) if number.isdigit() else -1)
+            configs = [item for item in configs if item[0] > after]
+        page = configs[:max_items]
+        doc: dict[str, Any] = {"Functions": [listed(cfg) for _, cfg in page]}
+        if len(configs) > max_items:
+            name, number = page[-1][0]
+            doc["NextMarker"] = name if number < 0 else f"{name}:{number}"
         _json(resp, 200, doc, rid)
 
     def _host_url(self, req: Request) -> str:
         return f"http://{req.headers.get('host', '127.0.0.1')}"
 
+    def _read_target(self, req: Request, name: str) -> tuple[Any, dict[str, Any], str]:
+        """What GetFunction/GetFunctionConfiguration show: the function, the configuration of the version
+        asked for (an alias's: the version it points at) under the ARN asked for, and that code's sha."""
+        rec, qualifier = self.functions.locate(name, _query(req).get("Qualifier"), pattern=v.NAMESPACED_FUNCTION_NAME)
+        target, arn = self.functions.target(rec, qualifier, routed=False)
+        return rec, {**target.config, "FunctionArn": arn}, target.code_sha
+
     async def get_function(self, req: Request, resp: Response, rid: str, name: str) -> None:
-        rec, _ = self.functions.get(name)
+        rec, cfg, code_sha = self._read_target(req, name)
         doc: dict[str, Any] = {
-            "Configuration": rec.config,
+            "Configuration": cfg,
             "Code": {"RepositoryType": "S3",
-                     "Location": f"{self._host_url(req)}/lambdalet/code/{rec.code_sha}.zip"},
+                     "Location": f"{self._host_url(req)}/lambdalet/code/{code_sha}.zip"},
         }
         if rec.reserved_concurrency is not None:
             doc["Concurrency"] = {"ReservedConcurrentExecutions": rec.reserved_concurrency}
@@ -192,8 +220,7 @@ class LambdaApi:
         _json(resp, 200, doc, rid)
 
     async def get_configuration(self, req: Request, resp: Response, rid: str, name: str) -> None:
-        rec, _ = self.functions.get(name)
-        _json(resp, 200, rec.config, rid)
+        _json(resp, 200, self._read_target(req, name)[1], rid)
 
     async def update_configuration(self, req: Request, resp: Response, rid: str, name: str) -> None:
         body = await read_json(req, "UpdateFunctionConfiguration")
@@ -213,15 +240,19 @@ class LambdaApi:
         _json(resp, 200, cfg, rid)
 
     async def delete_function(self, req: Request, resp: Response, rid: str, name: str) -> None:
-        rec = self.functions.delete(name)
-        self.invoker.scheduler.remove(rec.name)
-        self.invoker.queue.delete_function(rec.name)
-        self.event_configs.delete_function(rec.name)
-        self.recursion.delete_function(rec.name)
+        rec, version = self.functions.delete(name, _query(req).get("Qualifier"))
+        self.invoker.scheduler.remove(rec.name, version)
+        if version is None:
+            self.invoker.queue.delete_function(rec.name)
+            self.event_configs.delete_function(rec.name)
+            self.recursion.delete_function(rec.name)
+        else:
+            self.event_configs.delete_qualifier(rec.name, version)
+            self.provisioned.refresh(rec)
         resp.send(204, b"", {"x-amzn-RequestId": rid})
 
     # -- invoke
-    def _invocation(self, req: Request, rec, payload: bytes, request_id: str | None = None) -> Invocation:
+    def _invocation(self, req: Request, rec, arn: str, payload: bytes, request_id: str | None = None) -> Invocation:
         client_context = None
         raw_cc = req.headers.get("x-amz-client-context")
         if raw_cc:
@@ -233,13 +264,12 @@ class LambdaApi:
             except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
                 raise AwsError(400, "InvalidRequestContentException",
                                "Client context must be a valid Base64-encoded JSON object.") from None
-        arn = rec.config["FunctionArn"]
-        qualifier = _query(req).get("Qualifier")
-        if qualifier:
-            arn += f":{qualifier}"
+        version = rec.version
         if request_id is None:
-            return Invocation(payload=payload, invoked_arn=arn, client_context=client_context)
-        return Invocation(payload=payload, invoked_arn=arn, client_context=client_context, request_id=request_id)
+            return Invocation(payload=payload, invoked_arn=arn, client_context=client_context,
+                              executed_version=version)
+        return Invocation(payload=payload, invoked_arn=arn, client_context=client_context, request_id=request_id,
+                          executed_version=version)
 
     async def _payload(self, req: Request, limit: int) -> bytes:
         try:
@@ -259,13 +289,13 @@ class LambdaApi:
         if headers.get("x-amz-invocation-type", "RequestResponse") != "RequestResponse" \
                 or headers.get("x-amz-log-type", "None") == "Tail":
             return self.invoke(req, resp, rid, name)
-        rec = self._qualified(req, name)
+        rec, arn = self._qualified(req, name)
         payload = req.body_now()
         if len(payload) > MAX_PAYLOAD:
             raise _payload_too_large(MAX_PAYLOAD)
         if not is_light(payload):
             return self.invoke(req, resp, rid, name, payload)
-        inv = self._invocation(req, rec, _check_payload(payload), rid)
+        inv = self._invocation(req, rec, arn, _check_payload(payload), rid)
         # Dispatched now, the answer goes out from the outcome's callback: no task waits for it. (Set
         # first: a platform fault may fail the invocation before start_now() returns.)
         inv.on_outcome = lambda outcome: self._deliver(resp, inv, outcome)
@@ -310,14 +340,11 @@ class LambdaApi:
             self._send_outcome(resp, inv, outcome)
 
     def _qualified(self, req: Request, name: str):
-        rec, qualifier = self.functions.get(name)
-        q = _query(req).get("Qualifier")
-        if q not in (None, "$LATEST") or (qualifier and q and qualifier != q):
-            raise not_found(f"Function not found: {rec.config['FunctionArn']}:{q}")
-        return rec
+        """(what runs, the ARN invoked) for an invoke of name with its Qualifier."""
+        return self.functions.resolve(name, _query(req).get("Qualifier") if req.query else None)
 
     async def invoke(self, req: Request, resp: Response, rid: str, name: str, payload: bytes | None = None) -> None:
-        rec = self._qualified(req, name)
+        rec, arn = self._qualified(req, name)
         kind = req.headers.get("x-amz-invocation-type", "RequestResponse")
         if kind not in ("RequestResponse", "Event", "DryRun"):
             raise invalid(f"Invalid InvocationType: {kind}")
@@ -332,7 +359,7 @@ class LambdaApi:
             raise _payload_too_large(limit)
         else:  # taken with body_now() by invoke_now: heavy, checked off the loop
             await check_json_payload(payload, self.functions.code)
-        inv = self._invocation(req, rec, payload)
+        inv = self._invocation(req, rec, arn, payload)
         if kind == "Event":
             self.invoker.enqueue(rec, inv)
             resp.send(202, b"", {"x-amzn-RequestId": inv.request_id})
@@ -353,7 +380,7 @@ class LambdaApi:
         if not valid_field("Content-Type", content_type):  # (the runtime's own header: checked here)
             content_type = "application/octet-stream"
         fields = (f"Content-Type: {content_type}\r\nx-amzn-RequestId: {inv.request_id}\r\n"
-                  "X-Amz-Executed-Version: $LATEST\r\n")
+                  f"X-Amz-Executed-Version: {inv.executed_version}\r\n")
         if outcome.function_error:
             fields += f"X-Amz-Function-Error: {outcome.function_error}\r\n"
         if inv.log_tail is not None:
@@ -361,7 +388,7 @@ class LambdaApi:
         resp.send_platform(200, outcome.payload, fields)
 
     async def invoke_stream(self, req: Request, resp: Response, rid: str, name: str) -> None:
-        rec = self._qualified(req, name)
+        rec, arn = self._qualified(req, name)
         kind = req.headers.get("x-amz-invocation-type", "RequestResponse")
         if kind not in ("RequestResponse", "DryRun"):
             raise invalid(f"Invalid InvocationType: {kind}")
@@ -370,13 +397,13 @@ class LambdaApi:
             return
         tail = req.headers.get("x-amz-log-type", "None") == "Tail"
         payload = await self._payload(req, MAX_PAYLOAD)
-        inv = self._invocation(req, rec, payload)
+        inv = self._invocation(req, rec, arn, payload)
         if tail:
             inv.log_tail = LogTail()
         await self.invoker.start(rec, inv)
         outcome = await inv.outcome
         resp.start(200, {"Content-Type": "application/vnd.amazon.eventstream", "x-amzn-RequestId": inv.request_id,
-                         "X-Amz-Executed-Version": "$LATEST"})
+                         "X-Amz-Executed-Version": inv.executed_version})
         complete: dict[str, str] = {}
         if outcome.stream is not None:
             async for chunk in outcome.stream.chunks():
@@ -396,12 +423,31 @@ class LambdaApi:
         resp.write(eventstream.invoke_complete(json.dumps(complete).encode()))
         resp.end()
 
-    # -- function URL configuration
-    def _url_doc(self, req: Request, rec) -> dict[str, Any]:
-        cfg = dict(rec.url_config)
+    # -- function URL configuration ($LATEST's, or an alias's)
+    def _url_holder(self, req: Request, name: str):
+        """The record holding the URL config a request is about ($LATEST, or an alias with Qualifier), and
+        the function ARN the URL config shows."""
+        rec, qualifier = self.functions.locate(name, _query(req).get("Qualifier"), pattern=v.URL_FUNCTION_NAME,
+                                               qualifier_pattern=v.URL_QUALIFIER)
+        if qualifier is None:
+            return rec, rec.config["FunctionArn"]
+        alias = self.functions.versions.alias(rec.name, qualifier)
+        arn = f"{rec.config['FunctionArn']}:{qualifier}"
+        if alias is None:
+            raise not_found(f"Function not found: {arn}")
+        return alias, arn
+
+    def _save_url(self, holder) -> None:
+        if isinstance(holder, AliasRecord):
+            self.functions.versions.save_alias(holder)
+        else:
+            self.functions.store.save(holder)
+
+    def _url_doc(self, req: Request, url_config: dict[str, Any], arn: str) -> dict[str, Any]:
+        cfg = dict(url_config)
         url_id = cfg.pop("_UrlId")
         cfg["FunctionUrl"] = f"{self._host_url(req)}/lambda-url/{url_id}/"
-        cfg["FunctionArn"] = rec.config["FunctionArn"]
+        cfg["FunctionArn"] = arn
         return cfg
 
     @staticmethod
@@ -420,46 +466,48 @@ class LambdaApi:
         return out
 
     async def create_url(self, req: Request, resp: Response, rid: str, name: str) -> None:
-        rec, _ = self.functions.get(name)
+        holder, arn = self._url_holder(req, name)
         body = await read_json(req, "CreateFunctionUrlConfig")
-        if rec.url_config is not None:
-            raise conflict(f"Failed to create function url config for [functionArn = "
-                           f"{rec.config['FunctionArn']}]. Error message:  FunctionUrlConfig exists for this "
-                           "Lambda function")
+        if holder.url_config is not None:
+            raise conflict(f"Failed to create function url config for [functionArn = {arn}]. Error message:  "
+                           "FunctionUrlConfig exists for this Lambda function")
         now = now_iso()
-        rec.url_config = {"_UrlId": self.functions.new_url_id(), "CreationTime": now, "LastModifiedTime": now,
-                          **self._url_settings(body, {})}
-        self.functions.store.save(rec)
-        doc = self._url_doc(req, rec)
+        holder.url_config = {"_UrlId": self.functions.new_url_id(), "CreationTime": now, "LastModifiedTime": now,
+                             **self._url_settings(body, {})}
+        self._save_url(holder)
+        doc = self._url_doc(req, holder.url_config, arn)
         doc.pop("LastModifiedTime", None)
         _json(resp, 201, doc, rid)
 
-    def _url_rec(self, name: str):
-        rec, _ = self.functions.get(name)
-        if rec.url_config is None:
+    def _url_rec(self, req: Request, name: str):
+        holder, arn = self._url_holder(req, name)
+        if holder.url_config is None:
             raise not_found("The resource you requested does not exist.")
-        return rec
+        return holder, arn
 
     async def get_url(self, req: Request, resp: Response, rid: str, name: str) -> None:
-        _json(resp, 200, self._url_doc(req, self._url_rec(name)), rid)
+        holder, arn = self._url_rec(req, name)
+        _json(resp, 200, self._url_doc(req, holder.url_config, arn), rid)
 
     async def update_url(self, req: Request, resp: Response, rid: str, name: str) -> None:
-        rec = self._url_rec(name)
-        rec.url_config = {**self._url_settings(await read_json(req, "UpdateFunctionUrlConfig"),
-                                                  rec.url_config or {}),
-                          "LastModifiedTime": now_iso()}
-        self.functions.store.save(rec)
-        _json(resp, 200, self._url_doc(req, rec), rid)
+        holder, arn = self._url_rec(req, name)
+        holder.url_config = {**self._url_settings(await read_json(req, "UpdateFunctionUrlConfig"),
+                                                  holder.url_config or {}),
+                             "LastModifiedTime": now_iso()}
+        self._save_url(holder)
+        _json(resp, 200, self._url_doc(req, holder.url_config, arn), rid)
 
     async def delete_url(self, req: Request, resp: Response, rid: str, name: str) -> None:
-        rec = self._url_rec(name)
-        rec.url_config = None
-        self.functions.store.save(rec)
+        holder, _ = self._url_rec(req, name)
+        holder.url_config = None
+        self._save_url(holder)
         resp.send(204, b"", {"x-amzn-RequestId": rid})
 
     async def list_urls(self, req: Request, resp: Response, rid: str, name: str) -> None:
-        rec, _ = self.functions.get(name)
-        docs = [self._url_doc(req, rec)] if rec.url_config else []
+        rec, _ = self.functions.locate(name, pattern=v.URL_FUNCTION_NAME)
+        docs = [self._url_doc(req, rec.url_config, rec.config["FunctionArn"])] if rec.url_config else []
+        docs += [self._url_doc(req, a.url_config, f"{rec.config['FunctionArn']}:{a.name}")
+                 for a in self.functions.versions.aliases(rec.name) if a.url_config]
         _json(resp, 200, {"FunctionUrlConfigs": docs}, rid)
 
     # -- concurrency

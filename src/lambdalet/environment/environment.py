@@ -63,12 +63,14 @@ class ExecutionEnvironment:
         self.sink = sink
         self.records = records  # where the running bootstrap is noted, for the next server if this one dies
         self.id = secrets.token_hex(16)
-        self.log_stream = datetime.now(UTC).strftime("%Y/%m/%d/") + f"[$LATEST]{self.id}"
+        self.log_stream = datetime.now(UTC).strftime("%Y/%m/%d/") + f"[{spec.version}]{self.id}"
         self.tmp_dir = os.path.join(tmp_root, self.id)
         self.state = EnvState.INITIALIZING
         self.last_used = time.monotonic()
         self.invocations = 0
         self.retired = False  # the function changed: stop after the current work
+        # Initialized ahead for provisioned concurrency: kept when idle, and no invoke reports its Init Duration.
+        self.provisioned = spec.initialization_type == "provisioned-concurrency"
         self.process: BootstrapProcess | None = None
         self.server: RuntimeApiServer | None = None
         self.session: RuntimeSession | None = None
@@ -164,7 +166,7 @@ class ExecutionEnvironment:
             return
         if failure is None:
             self.state = EnvState.READY
-            if cold:
+            if cold and not self.provisioned:
                 self._cold_init_ms = elapsed
             return
         self._platform(platform_log.init_report(elapsed, "init", failure.status, failure.error_type))
@@ -363,7 +365,7 @@ class ExecutionEnvironment:
     async def _fail_invoke_init(self, inv: Invocation, failure: InitFailure, started: float) -> None:
         elapsed = (time.monotonic() - started) * 1000
         self._platform(platform_log.init_report(elapsed, "invoke", failure.status, failure.error_type))
-        self._platform(platform_log.start(inv.request_id))
+        self._platform(platform_log.start(inv.request_id, self.spec.version))
         if failure.status == "timeout":
             seconds = time.monotonic() - started
             self._platform(platform_log.timed_out(inv.request_id, seconds))
@@ -387,7 +389,7 @@ class ExecutionEnvironment:
         timer or the process's exit ends it."""
         session, proc = self.session, self.process
         assert session is not None and proc is not None
-        self._platform(platform_log.start(inv.request_id))
+        self._platform(platform_log.start(inv.request_id, self.spec.version))
         loop = self._loop or asyncio.get_running_loop()
         self._watching = (inv, started, init_ms, proc)
         remaining = self.spec.timeout_s - (time.monotonic() - started)

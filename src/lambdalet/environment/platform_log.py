@@ -38,8 +38,8 @@ def init_report(duration_ms: float, phase: str, status: str, error_type: str | N
     return line
 
 
-def start(request_id: str) -> str:
-    return f"START RequestId: {request_id} Version: $LATEST"
+def start(request_id: str, version: str = "$LATEST") -> str:
+    return f"START RequestId: {request_id} Version: {version}"
 
 
 def end(request_id: str) -> str:

@@ -48,6 +48,13 @@ class FunctionSpec:
     interpreters: Mapping[str, str] = field(default_factory=dict)
     endpoint_url: str = ""  # the lambdalet server, for boto3 inside functions
     memory_limit: bool = True  # enforce memory_mb with a cgroup where the machine allows it
+    version: str = "$LATEST"  # or the number of a published version
+    initialization_type: str = "on-demand"  # "provisioned-concurrency": initialized ahead of any invoke
+
+    @property
+    def pool_key(self) -> str:
+        """The scheduler's key for this version's environments: the name for $LATEST, else name:version."""
+        return self.name if self.version == "$LATEST" else f"{self.name}:{self.version}"
 
     @property
     def log_group(self) -> str:
@@ -97,11 +104,11 @@ class FunctionSpec:
             "LAMBDA_TASK_ROOT": self.task_root,
             "LAMBDA_RUNTIME_DIR": self.runtime_dir(),
             "AWS_LAMBDA_FUNCTION_NAME": self.name,
-            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_VERSION": self.version,
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.memory_mb),
             "AWS_LAMBDA_LOG_GROUP_NAME": self.log_group,
             "AWS_LAMBDA_LOG_STREAM_NAME": log_stream,
-            "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+            "AWS_LAMBDA_INITIALIZATION_TYPE": self.initialization_type,
             "AWS_REGION": self.region,
             "AWS_DEFAULT_REGION": self.region,
             "AWS_ACCESS_KEY_ID": "AKIALAMBDALETLOCAL00",

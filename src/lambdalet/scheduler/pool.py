@@ -9,6 +9,7 @@ the function's and the server's concurrency allow, else it is throttled.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -42,11 +43,14 @@ FINISHING_GRACE_S = 0.1
 
 
 class FunctionPool:
-    """The environments of one function."""
+    """The environments of one function version."""
 
-    def __init__(self, spec: FunctionSpec, reserved: int | None) -> None:
+    def __init__(self, spec: FunctionSpec, reserved: int | None, group: list[FunctionPool] | None = None) -> None:
         self.spec = spec
         self.reserved = reserved
+        # The pools of every version of the function (its reserved concurrency is shared by them).
+        self.group: list[FunctionPool] = [] if group is None else group
+        self.group.append(self)
         self.envs: list[ExecutionEnvironment] = []
         # Environments that went back to Ready, the most recently used last: a warm invoke takes the
         # top one without scanning them all. Entries that went stale since are dropped as met.
@@ -116,10 +120,11 @@ class Scheduler:
         return sum(len(p.envs) for p in self.pools.values())
 
     def configure(self, spec: FunctionSpec, reserved: int | None) -> None:
-        """Set a function's current version; environments of an older revision are retired."""
-        pool = self.pools.get(spec.name)
+        """Set what a function version (spec.pool_key) runs; environments of an older revision are retired."""
+        pool = self.pools.get(spec.pool_key)
         if pool is None:
-            self.pools[spec.name] = FunctionPool(spec, reserved)
+            group = next((p.group for p in self.pools.values() if p.spec.name == spec.name), [])
+            self.pools[spec.pool_key] = FunctionPool(spec, reserved, group)
             return
         pool.reserved = reserved
         if pool.spec.revision_id == spec.revision_id:
@@ -131,11 +136,40 @@ class Scheduler:
             for env in pool.envs:
                 self._retire(pool, env)
 
-    def remove(self, name: str) -> None:
-        pool = self.pools.pop(name, None)
-        if pool is not None:
-            for env in list(pool.envs):
-                self._retire(pool, env)
+    def remove(self, name: str, version: str | None = None) -> None:
+        """End the environments of a function (every version of it), or of one published version."""
+        keys = [f"{name}:{version}"] if version else [k for k, p in self.pools.items() if p.spec.name == name]
+        for key in keys:
+            pool = self.pools.pop(key, None)
+            if pool is not None:
+                pool.group.remove(pool)
+                for env in list(pool.envs):
+                    self._retire(pool, env)
+
+    def provision(self, name: str, counts: dict[str, int]) -> None:
+        """Keep counts[key] environments of each (configured) version of function `name` initialized ahead
+        of invokes, and none of its other versions."""
+        for key, pool in list(self.pools.items()):
+            if pool.spec.name == name:
+                self._provision(key, pool, counts.get(key, 0))
+
+    def _provision(self, key: str, pool: FunctionPool, count: int) -> None:
+        current = [env for env in pool.envs if env.provisioned and not env.retired]
+        for env in current[count:]:
+            self._retire(pool, env)
+        spec = dataclasses.replace(pool.spec, initialization_type="provisioned-concurrency")
+        for _ in range(count - len(current)):
+            env = ExecutionEnvironment(spec, self.sink, self.tmp_root, self.records)
+            env.on_idle = functools.partial(pool.freed, env)
+            pool.envs.append(env)
+            env.start()
+            log.info("provisioned: %s environment %s", key, env.id)
+
+    def provisioned_ready(self, key: str) -> int:
+        """How many provisioned environments of the version keyed `key` have finished their Init phase."""
+        pool = self.pools.get(key)
+        return 0 if pool is None else sum(1 for env in pool.envs if env.provisioned and not env.retired
+                                          and env.state in (EnvState.READY, EnvState.BUSY))
 
     def _retire(self, pool: FunctionPool, env: ExecutionEnvironment) -> None:
         env.retired = True
@@ -154,9 +188,9 @@ class Scheduler:
         return task
 
     def acquire(self, name: str) -> ExecutionEnvironment:
-        """An environment for one invocation of function `name`, or Throttled."""
+        """An environment for one invocation of the function version keyed `name`, or Throttled."""
         pool = self.pools[name]
-        if pool.reserved is not None and pool.busy >= pool.reserved:
+        if pool.reserved is not None and sum(p.busy for p in pool.group) >= pool.reserved:
             raise Throttled("ReservedFunctionConcurrentInvocationLimitExceeded")
         env = pool.pick()
         if env is not None:
@@ -175,7 +209,7 @@ class Scheduler:
     def _evict_idle(self) -> bool:
         """Make room by ending the longest-idle environment of any function."""
         idle = [(env.last_used, pool, env) for pool in self.pools.values() for env in pool.envs
-                if env.state in (EnvState.READY, EnvState.FAILED) and not env.waiting_invoke]
+                if env.state in (EnvState.READY, EnvState.FAILED) and not env.waiting_invoke and not env.provisioned]
         if not idle:
             return False
         _, pool, env = min(idle, key=lambda t: t[0])
@@ -237,7 +271,7 @@ class Scheduler:
         for pool in self.pools.values():
             for env in list(pool.envs):
                 if env.state in (EnvState.READY, EnvState.FAILED) and not env.waiting_invoke \
-                        and env.last_used < cutoff:
+                        and env.last_used < cutoff and not env.provisioned:
                     log.info("idle: ending %s environment %s", pool.spec.name, env.id)
                     pool.envs.remove(env)
                     self._spawn_task(env.stop())

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from lambdalet.store.functions import FunctionRecord, FunctionStore
     from lambdalet.store.logstore import LogEvent, LogStore
     from lambdalet.store.recursion_configs import RecursionConfigStore
+    from lambdalet.store.versions import AliasRecord, VersionRecord, VersionStore
 
 _EXPORTS = {
     "AsyncEvent": "async_events", "AsyncEventQueue": "async_events",
@@ -27,11 +28,13 @@ _EXPORTS = {
     "EventConfigStore": "event_configs", "RecursionConfigStore": "recursion_configs",
     "FunctionRecord": "functions", "FunctionStore": "functions",
     "LogEvent": "logstore", "LogStore": "logstore",
+    "AliasRecord": "versions", "VersionRecord": "versions", "VersionStore": "versions",
 }
 
 __all__ = [
-    "AsyncEvent", "AsyncEventQueue", "CodeStore", "EventConfigStore", "FunctionRecord", "FunctionStore", "InvalidCode",
-    "LogEvent", "LogStore", "RecursionConfigStore", "StoredCode", "connect",
+    "AliasRecord", "AsyncEvent", "AsyncEventQueue", "CodeStore", "EventConfigStore", "FunctionRecord",
+    "FunctionStore", "InvalidCode", "LogEvent", "LogStore", "RecursionConfigStore", "StoredCode", "VersionRecord",
+    "VersionStore", "connect",
 ]
 
 

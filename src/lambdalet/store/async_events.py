@@ -60,4 +60,6 @@ class AsyncEventQueue:
         self.db.execute("DELETE FROM async_events WHERE id = ?", (event_id,))
 
     def delete_function(self, function: str) -> None:
-        self.db.execute("DELETE FROM async_events WHERE function = ?", (function,))
+        """Drop the function's queued events, those for its versions and aliases (`name:qualifier`) too."""
+        self.db.execute("DELETE FROM async_events WHERE function = ? OR substr(function, 1, ?) = ?",
+                        (function, len(function) + 1, function + ":"))

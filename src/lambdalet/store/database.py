@@ -13,6 +13,32 @@ CREATE TABLE IF NOT EXISTS functions (
     reserved_concurrency INTEGER,
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS function_versions (
+    function TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    config TEXT NOT NULL,           -- the version's FunctionConfiguration (JSON)
+    code_sha TEXT NOT NULL,
+    source_revision TEXT NOT NULL,  -- RevisionId of $LATEST when it was published
+    PRIMARY KEY (function, version)
+);
+CREATE TABLE IF NOT EXISTS function_aliases (
+    function TEXT NOT NULL,
+    name TEXT NOT NULL,
+    config TEXT NOT NULL,           -- AliasConfiguration (JSON)
+    url_config TEXT,                -- the alias's FunctionUrlConfig (JSON) or NULL
+    PRIMARY KEY (function, name)
+);
+CREATE TABLE IF NOT EXISTS version_counters (
+    function TEXT PRIMARY KEY,
+    last INTEGER NOT NULL           -- the last version number published (never reused)
+);
+CREATE TABLE IF NOT EXISTS provisioned_concurrency (
+    function TEXT NOT NULL,
+    qualifier TEXT NOT NULL,        -- a version number or an alias name
+    requested INTEGER NOT NULL,
+    modified TEXT NOT NULL,
+    PRIMARY KEY (function, qualifier)
+);
 CREATE TABLE IF NOT EXISTS async_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     function TEXT NOT NULL,

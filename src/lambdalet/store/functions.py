@@ -17,6 +17,15 @@ class FunctionRecord:
     url_config: dict[str, Any] | None
     reserved_concurrency: int | None
 
+    @property
+    def version(self) -> str:
+        return "$LATEST"
+
+    @property
+    def pool_key(self) -> str:
+        """The scheduler's key for the environments running this record's code ($LATEST: the name)."""
+        return self.name
+
 
 class FunctionStore:
     """CRUD over the functions table, with an in-memory cache for the invoke path."""
