@@ -255,6 +255,11 @@ def test_account_settings_add_up_and_reserved_concurrency_keeps_the_unreserved_m
         settings = lam.get_account_settings()
         assert settings["AccountLimit"]["UnreservedConcurrentExecutions"] == 150
         assert settings["AccountUsage"] == {"TotalCodeSize": first["CodeSize"], "FunctionCount": 1}
+        # published versions and layers count too, as AWS counts the account's code storage
+        lam.publish_version(FunctionName="one")
+        layer = lam.publish_layer_version(LayerName="lib", Content={"ZipFile": make_zip({"lib/x": "y" * 500})})
+        assert lam.get_account_settings()["AccountUsage"] == {
+            "TotalCodeSize": 2 * first["CodeSize"] + layer["Content"]["CodeSize"], "FunctionCount": 1}
     finally:
         stop_server(srv)
 

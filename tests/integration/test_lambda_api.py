@@ -337,3 +337,16 @@ def test_provided_function_without_a_handler(server):
                                          Code={"ZipFile": make_zip({"bootstrap": ECHO_HEADERS})})
     doc = json.loads(server.lambda_client.invoke(FunctionName=name, Payload=b"{}")["Payload"].read())
     assert doc["handler"] == ""
+
+
+def test_tail_of_a_cold_start_begins_at_start(server):
+    """LogType=Tail returns the invocation's log from START on: no INIT_START, no line printed in init."""
+    name = unique_name("tail")
+    code = "print('init says hi')\ndef handler(event, context):\n    print('handler says hi')\n    return 1\n"
+    create_function(server, name, make_zip({"app.py": code}), runtime="python3.11", handler="app.handler")
+    resp = server.lambda_client.invoke(FunctionName=name, Payload=b"{}", LogType="Tail")
+    lines = base64.b64decode(resp["LogResult"]).decode().splitlines()
+    rid = resp["ResponseMetadata"]["RequestId"]
+    assert lines[0] == f"START RequestId: {rid} Version: $LATEST"
+    assert "handler says hi" in lines and "init says hi" not in lines
+    assert lines[-1].startswith(f"REPORT RequestId: {rid}\t") and "Init Duration" in lines[-1]

@@ -539,6 +539,12 @@ class FunctionManager:
         self.policies.set_statements(rec.name, qualifier, [])  # (its resource policy goes with it)
         return rec, qualifier
 
+    def total_code_size(self) -> int:
+        """Bytes of the code of every function's $LATEST and published versions."""
+        return sum(rec.config.get("CodeSize", 0) + sum(v.config.get("CodeSize", 0)
+                                                        for v in self.versions.versions(rec.name))
+                   for rec in self.store.all())
+
     def delete_alias(self, rec: FunctionRecord, alias: str) -> None:
         """DeleteAlias: the alias, its function URL and its resource policy."""
         self.versions.delete_alias(rec.name, alias)

@@ -552,6 +552,7 @@ class LambdaApi:
                              "CodeSizeZipped": 52428800,
                              "ConcurrentExecutions": self.invoker.scheduler.limits.max_concurrency,
                              "UnreservedConcurrentExecutions": self._unreserved()[0]},
-            "AccountUsage": {"TotalCodeSize": sum(r.config.get("CodeSize", 0) for r in records),
+            # (the storage of every function's $LATEST and published versions, and of the layers)
+            "AccountUsage": {"TotalCodeSize": self.functions.total_code_size() + self.layers.total_size(),
                              "FunctionCount": len(records)},
         }, rid)

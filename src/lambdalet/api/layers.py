@@ -117,6 +117,10 @@ class LayersApi:
         self.region = region
         self.account = account
 
+    def total_size(self) -> int:
+        """Bytes of the layer versions' zips, as the account's code storage counts them."""
+        return self.store.total_size()
+
     def layer_arn(self, name: str) -> str:
         return f"arn:aws:lambda:{self.region}:{self.account}:layer:{name}"
 

@@ -20,7 +20,6 @@ import os
 import secrets
 import shutil
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -92,7 +91,6 @@ class ExecutionEnvironment:
         self._cold_init_ms: float | None = None  # reported once, on the first invoke
         self._current: Invocation | None = None
         self.waiting_invoke = False
-        self._recent: deque[str] = deque(maxlen=64)  # lines since the last invoke, for LogType=Tail
         self.on_idle: Callable[[], None] | None = None  # told when the environment can take work again
         self.cgroup: MemoryCgroup | None = None
         self._cgroup_delegated = False  # the runtime moves itself into self.cgroup (LaunchSpec.joins_cgroup)
@@ -104,10 +102,8 @@ class ExecutionEnvironment:
     def emit(self, message: str) -> None:
         """Record one log event (CloudWatch keeps each event's trailing newline, as Lambda sends it)."""
         self.sink.append(self._log_group, self.log_stream, message, platform_log.now_ms())
-        inv = self._current
-        if inv is None:
-            self._recent.append(message)
-        elif inv.log_tail is not None:
+        inv = self._current  # (LogType=Tail: the invocation's own lines, from START on, as Lambda returns)
+        if inv is not None and inv.log_tail is not None:
             inv.log_tail.append(message)
 
     # ---------------------------------------------------------------- RuntimeListener
@@ -310,10 +306,6 @@ class ExecutionEnvironment:
         self.state = EnvState.BUSY
         self.invocations += 1
         self._current = inv
-        if inv.log_tail is not None:
-            for line in self._recent:
-                inv.log_tail.append(line)
-        self._recent.clear()
         inv.deadline_ms = platform_log.now_ms() + self.spec.timeout_s * 1000
         return time.monotonic()
 

@@ -72,6 +72,11 @@ class LayerStore:
                                " WHERE name = ? AND NOT deleted ORDER BY version DESC", (name,))
         return [_version(row) for row in rows]
 
+    def total_size(self) -> int:
+        """Bytes of every layer version's zip that is not deleted (GetAccountSettings' TotalCodeSize)."""
+        return sum(_version(row).doc["Content"]["CodeSize"] for row in self.db.execute(
+            "SELECT name, version, doc, code_sha, policy FROM layer_versions WHERE NOT deleted"))
+
     def names(self) -> list[str]:
         """Names of the layers that have at least one version, sorted."""
         return [row[0] for row in self.db.execute("SELECT DISTINCT name FROM layer_versions WHERE NOT deleted"
