@@ -8,7 +8,6 @@ import binascii
 import json
 import re
 from typing import Any
-from urllib.parse import parse_qs
 
 from lambdalet.api import eventstream
 from lambdalet.api import validation as v
@@ -20,6 +19,7 @@ from lambdalet.api.invoker import Invoker, collect
 from lambdalet.api.layers import LayersApi
 from lambdalet.api.provisioned import PROVISIONED_ROUTES, ProvisionedApi
 from lambdalet.api.recursion_config import RecursionConfigApi
+from lambdalet.api.rest import query_params, send_json
 from lambdalet.api.tags_policies import TagsPoliciesApi
 from lambdalet.api.versions import VERSION_ROUTES, VersionsApi
 from lambdalet.http11 import DEFER, BodyTooLarge, Request, Response, valid_field
@@ -82,15 +82,8 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
 ]
 
 
-def _json(resp: Response, status: int, doc: Any, request_id: str) -> None:
-    body = b"" if doc is None else json.dumps(doc).encode()
-    resp.send(status, body, {"Content-Type": "application/json", "x-amzn-RequestId": request_id})
 
 
-def _query(req: Request) -> dict[str, str]:
-    if not req.query:
-        return {}
-    return {k: v[-1] for k, v in parse_qs(req.query, keep_blank_values=True).items()}
 
 
 def _payload_too_large(limit: int) -> AwsError:
@@ -163,10 +156,10 @@ class LambdaApi:
             cfg = await self.functions.create(upload)
         finally:
             upload.close()
-        _json(resp, 201, cfg, rid)
+        send_json(resp, 201, cfg, rid)
 
     async def list_functions(self, req: Request, resp: Response, rid: str) -> None:
-        q = _query(req)
+        q = query_params(req)
         errors = v.max_items_errors(q.get("MaxItems"))
         every = q.get("FunctionVersion")
         if every is not None and every != "ALL":
@@ -193,7 +186,7 @@ class LambdaApi:
         if len(configs) > max_items:
             name, number = page[-1][0]
             doc["NextMarker"] = name if number < 0 else f"{name}:{number}"
-        _json(resp, 200, doc, rid)
+        send_json(resp, 200, doc, rid)
 
     def _host_url(self, req: Request) -> str:
         return f"http://{req.headers.get('host', '127.0.0.1')}"
@@ -201,7 +194,8 @@ class LambdaApi:
     def _read_target(self, req: Request, name: str) -> tuple[Any, dict[str, Any], str]:
         """What GetFunction/GetFunctionConfiguration show: the function, the configuration of the version
         asked for (an alias's: the version it points at) under the ARN asked for, and that code's sha."""
-        rec, qualifier = self.functions.locate(name, _query(req).get("Qualifier"), pattern=v.NAMESPACED_FUNCTION_NAME)
+        rec, qualifier = self.functions.locate(name, query_params(req).get("Qualifier"),
+                                               pattern=v.NAMESPACED_FUNCTION_NAME)
         target, arn = self.functions.target(rec, qualifier, routed=False)
         return rec, {**target.config, "FunctionArn": arn}, target.code_sha
 
@@ -217,17 +211,17 @@ class LambdaApi:
         tags = self.functions.tags(rec)
         if tags:
             doc["Tags"] = tags
-        _json(resp, 200, doc, rid)
+        send_json(resp, 200, doc, rid)
 
     async def get_configuration(self, req: Request, resp: Response, rid: str, name: str) -> None:
-        _json(resp, 200, self._read_target(req, name)[1], rid)
+        send_json(resp, 200, self._read_target(req, name)[1], rid)
 
     async def update_configuration(self, req: Request, resp: Response, rid: str, name: str) -> None:
         body = await read_json(req, "UpdateFunctionConfiguration")
         await self.functions.prepare_layers(name, body)
         cfg = self.functions.update_config(name, body)
         self._retire_and_configure(cfg["FunctionName"])
-        _json(resp, 200, cfg, rid)
+        send_json(resp, 200, cfg, rid)
 
     async def update_code(self, req: Request, resp: Response, rid: str, name: str) -> None:
         self.functions.get(name)  # an unknown function is answered before its body is taken in
@@ -237,10 +231,10 @@ class LambdaApi:
         finally:
             upload.close()
         self._retire_and_configure(cfg["FunctionName"])
-        _json(resp, 200, cfg, rid)
+        send_json(resp, 200, cfg, rid)
 
     async def delete_function(self, req: Request, resp: Response, rid: str, name: str) -> None:
-        rec, version = self.functions.delete(name, _query(req).get("Qualifier"))
+        rec, version = self.functions.delete(name, query_params(req).get("Qualifier"))
         self.invoker.scheduler.remove(rec.name, version)
         if version is None:
             self.invoker.queue.delete_function(rec.name)
@@ -341,7 +335,7 @@ class LambdaApi:
 
     def _qualified(self, req: Request, name: str):
         """(what runs, the ARN invoked) for an invoke of name with its Qualifier."""
-        return self.functions.resolve(name, _query(req).get("Qualifier") if req.query else None)
+        return self.functions.resolve(name, query_params(req).get("Qualifier") if req.query else None)
 
     async def invoke(self, req: Request, resp: Response, rid: str, name: str, payload: bytes | None = None) -> None:
         rec, arn = self._qualified(req, name)
@@ -427,7 +421,7 @@ class LambdaApi:
     def _url_holder(self, req: Request, name: str):
         """The record holding the URL config a request is about ($LATEST, or an alias with Qualifier), and
         the function ARN the URL config shows."""
-        rec, qualifier = self.functions.locate(name, _query(req).get("Qualifier"), pattern=v.URL_FUNCTION_NAME,
+        rec, qualifier = self.functions.locate(name, query_params(req).get("Qualifier"), pattern=v.URL_FUNCTION_NAME,
                                                qualifier_pattern=v.URL_QUALIFIER)
         if qualifier is None:
             return rec, rec.config["FunctionArn"]
@@ -477,7 +471,7 @@ class LambdaApi:
         self._save_url(holder)
         doc = self._url_doc(req, holder.url_config, arn)
         doc.pop("LastModifiedTime", None)
-        _json(resp, 201, doc, rid)
+        send_json(resp, 201, doc, rid)
 
     def _url_rec(self, req: Request, name: str):
         holder, arn = self._url_holder(req, name)
@@ -487,7 +481,7 @@ class LambdaApi:
 
     async def get_url(self, req: Request, resp: Response, rid: str, name: str) -> None:
         holder, arn = self._url_rec(req, name)
-        _json(resp, 200, self._url_doc(req, holder.url_config, arn), rid)
+        send_json(resp, 200, self._url_doc(req, holder.url_config, arn), rid)
 
     async def update_url(self, req: Request, resp: Response, rid: str, name: str) -> None:
         holder, arn = self._url_rec(req, name)
@@ -495,7 +489,7 @@ class LambdaApi:
                                                   holder.url_config or {}),
                              "LastModifiedTime": now_iso()}
         self._save_url(holder)
-        _json(resp, 200, self._url_doc(req, holder.url_config, arn), rid)
+        send_json(resp, 200, self._url_doc(req, holder.url_config, arn), rid)
 
     async def delete_url(self, req: Request, resp: Response, rid: str, name: str) -> None:
         holder, _ = self._url_rec(req, name)
@@ -508,7 +502,7 @@ class LambdaApi:
         docs = [self._url_doc(req, rec.url_config, rec.config["FunctionArn"])] if rec.url_config else []
         docs += [self._url_doc(req, a.url_config, f"{rec.config['FunctionArn']}:{a.name}")
                  for a in self.functions.versions.aliases(rec.name) if a.url_config]
-        _json(resp, 200, {"FunctionUrlConfigs": docs}, rid)
+        send_json(resp, 200, {"FunctionUrlConfigs": docs}, rid)
 
     # -- concurrency
     def _unreserved(self, leaving_out: str | None = None) -> tuple[int, int]:
@@ -530,7 +524,7 @@ class LambdaApi:
         rec.reserved_concurrency = value
         self.functions.store.save(rec)
         self.invoker.prepare(rec)
-        _json(resp, 200, {"ReservedConcurrentExecutions": value}, rid)
+        send_json(resp, 200, {"ReservedConcurrentExecutions": value}, rid)
 
     async def delete_concurrency(self, req: Request, resp: Response, rid: str, name: str) -> None:
         rec, _ = self.functions.get(name)
@@ -543,11 +537,11 @@ class LambdaApi:
         rec, _ = self.functions.get(name)
         doc = {} if rec.reserved_concurrency is None else {
             "ReservedConcurrentExecutions": rec.reserved_concurrency}
-        _json(resp, 200, doc, rid)
+        send_json(resp, 200, doc, rid)
 
     async def account_settings(self, req: Request, resp: Response, rid: str) -> None:
         records = self.functions.store.all()
-        _json(resp, 200, {
+        send_json(resp, 200, {
             "AccountLimit": {"TotalCodeSize": 80530636800, "CodeSizeUnzipped": 262144000,
                              "CodeSizeZipped": 52428800,
                              "ConcurrentExecutions": self.invoker.scheduler.limits.max_concurrency,

@@ -12,12 +12,13 @@ import subprocess
 import sys
 import uuid
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import unquote
 
 from lambdalet.api.code_upload import child_env, read_json, receive_code
 from lambdalet.api.constraints import pattern_problem, validation_error
 from lambdalet.api.errors import AwsError, conflict, invalid, not_found, service_error
 from lambdalet.api.functions import now_iso
+from lambdalet.api.rest import query_params, send_json
 from lambdalet.http11 import Request, Response
 from lambdalet.limits import MAX_UNZIPPED
 from lambdalet.store import CodeStore
@@ -73,12 +74,8 @@ def _list_problems(values: Any, field: str, allowed: tuple[str, ...], most: int)
     return problems
 
 
-def _query(req: Request) -> dict[str, str]:
-    return {k: v[-1] for k, v in parse_qs(req.query or "", keep_blank_values=True).items()}
 
 
-def _json(resp: Response, status: int, doc: Any, request_id: str) -> None:
-    resp.send(status, json.dumps(doc).encode(), {"Content-Type": "application/json", "x-amzn-RequestId": request_id})
 
 
 def _max_items(q: dict[str, str]) -> int:
@@ -200,14 +197,14 @@ class LayersApi:
                     doc[key] = body[key]
             return doc
 
-        _json(resp, 201, self._doc(req, self.store.publish(name, make_doc, stored.sha_hex)), rid)
+        send_json(resp, 201, self._doc(req, self.store.publish(name, make_doc, stored.sha_hex)), rid)
 
     async def get_version(self, req: Request, resp: Response, rid: str, name: str, version: str) -> None:
-        _json(resp, 200, self._doc(req, self._found(self._name(name), _version_number(version))), rid)
+        send_json(resp, 200, self._doc(req, self._found(self._name(name), _version_number(version))), rid)
 
     async def layers(self, req: Request, resp: Response, rid: str) -> None:
         """GET /layers: ListLayers, or GetLayerVersionByArn with ?find=LayerVersion."""
-        q = _query(req)
+        q = query_params(req)
         if q.get("find") == "LayerVersion":
             arn = q.get("Arn", "")
             m = _VERSION_ARN.match(arn)
@@ -218,7 +215,7 @@ class LayersApi:
                 layer = self.store.get(m.group("name"), _long(int(m.group("version"))))
             if layer is None:
                 raise not_found("The resource you requested does not exist.")
-            _json(resp, 200, self._doc(req, layer), rid)
+            send_json(resp, 200, self._doc(req, layer), rid)
             return
         runtime, arch = self._filters(q)
         max_items = _max_items(q)
@@ -233,7 +230,7 @@ class LayersApi:
         doc: dict[str, Any] = {"Layers": items[:max_items]}
         if len(items) > max_items:
             doc["NextMarker"] = items[max_items - 1]["LayerName"]
-        _json(resp, 200, doc, rid)
+        send_json(resp, 200, doc, rid)
 
     @staticmethod
     def _filters(q: dict[str, str]) -> tuple[str | None, str | None]:
@@ -249,7 +246,7 @@ class LayersApi:
 
     async def list_versions(self, req: Request, resp: Response, rid: str, name: str) -> None:
         name = self._name(name)
-        q = _query(req)
+        q = query_params(req)
         runtime, arch = self._filters(q)
         max_items = _max_items(q)
         versions = [v for v in self.store.versions(name) if _matches(v, runtime, arch)]
@@ -259,7 +256,7 @@ class LayersApi:
         doc: dict[str, Any] = {"LayerVersions": [self._item(v) for v in versions[:max_items]]}
         if len(versions) > max_items:
             doc["NextMarker"] = str(versions[max_items - 1].version)
-        _json(resp, 200, doc, rid)
+        send_json(resp, 200, doc, rid)
 
     async def delete_version(self, req: Request, resp: Response, rid: str, name: str, version: str) -> None:
         name, number = self._name(name), _version_number(version)
@@ -289,14 +286,14 @@ class LayersApi:
         if any(s["Sid"] == sid for s in policy["Statement"]):
             raise conflict(f"The statement id ({sid}) provided already exists. Please provide a new statement id, "
                            "or remove the existing statement.")
-        self._check_revision(policy, _query(req).get("RevisionId"))
+        self._check_revision(policy, query_params(req).get("RevisionId"))
         statement: dict[str, Any] = {"Sid": sid, "Effect": "Allow", "Principal": _layer_principal(principal),
                                      "Action": action, "Resource": layer.doc["LayerVersionArn"]}
         if org:
             statement["Condition"] = {"StringEquals": {"aws:PrincipalOrgID": org}}
         policy = {"RevisionId": str(uuid.uuid4()), "Statement": [*policy["Statement"], statement]}
         self.store.set_policy(layer.name, layer.version, policy)
-        _json(resp, 201, {"Statement": _compact(statement), "RevisionId": policy["RevisionId"]}, rid)
+        send_json(resp, 201, {"Statement": _compact(statement), "RevisionId": policy["RevisionId"]}, rid)
 
     @staticmethod
     def _check_revision(policy: dict[str, Any], wanted: str | None) -> None:
@@ -310,7 +307,7 @@ class LayersApi:
         layer = self._for_policy(name, version)
         sid = unquote(sid)
         policy = layer.policy or {"RevisionId": "", "Statement": []}
-        self._check_revision(policy, _query(req).get("RevisionId"))
+        self._check_revision(policy, query_params(req).get("RevisionId"))
         kept = [s for s in policy["Statement"] if s["Sid"] != sid]
         if len(kept) == len(policy["Statement"]):
             raise not_found(f"Statement {sid} is not found in resource policy.")
@@ -323,7 +320,7 @@ class LayersApi:
         if not layer.policy:
             raise not_found("No policy is associated with the given resource.")
         document = {"Version": "2012-10-17", "Id": "default", "Statement": layer.policy["Statement"]}
-        _json(resp, 200, {"Policy": _compact(document), "RevisionId": layer.policy["RevisionId"]}, rid)
+        send_json(resp, 200, {"Policy": _compact(document), "RevisionId": layer.policy["RevisionId"]}, rid)
 
 
 def _matches(layer: LayerVersion, runtime: str | None, arch: str | None) -> bool:

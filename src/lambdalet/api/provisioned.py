@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
-from urllib.parse import parse_qs
 
 from lambdalet.api import validation as v
 from lambdalet.api.code_upload import read_json
 from lambdalet.api.errors import AwsError, invalid, validation
 from lambdalet.api.functions import FunctionManager, Target, now_iso
 from lambdalet.api.invoker import Invoker
+from lambdalet.api.rest import query_params, send_json
 from lambdalet.http11 import Request, Response
 from lambdalet.store import FunctionRecord
 
@@ -70,7 +69,7 @@ class ProvisionedApi:
                 "Status": "READY" if ready >= requested else "IN_PROGRESS", "LastModified": modified}
 
     async def put(self, req: Request, resp: Response, rid: str, name: str) -> None:
-        query = _query(req)
+        query = query_params(req)
         rec, qualifier = self._locate(req, name, query)
         body = await read_json(req, "PutProvisionedConcurrencyConfig")
         count = body.get("ProvisionedConcurrentExecutions")
@@ -94,10 +93,10 @@ class ProvisionedApi:
         self.refresh(rec)
         doc = self._doc(rec, qualifier, count, modified)
         doc.pop("AvailableProvisionedConcurrentExecutions")
-        _json(resp, 202, doc, rid)
+        send_json(resp, 202, doc, rid)
 
     async def get(self, req: Request, resp: Response, rid: str, name: str) -> None:
-        query = _query(req)
+        query = query_params(req)
         if query.get("List") == "ALL":
             await self.list(req, resp, rid, name, query)
             return
@@ -106,7 +105,7 @@ class ProvisionedApi:
         found = self.functions.versions.provisioned(rec.name).get(qualifier)
         if found is None:
             raise _not_found()
-        _json(resp, 200, self._doc(rec, qualifier, *found), rid)
+        send_json(resp, 200, self._doc(rec, qualifier, *found), rid)
 
     async def list(self, req: Request, resp: Response, rid: str, name: str, query: dict[str, str]) -> None:
         errors = v.max_items_errors(query.get("MaxItems"), 50)
@@ -115,21 +114,13 @@ class ProvisionedApi:
         rec, _ = self.functions.locate(name)
         docs = [{"FunctionArn": f"{rec.config['FunctionArn']}:{q}", **self._doc(rec, q, n, modified)}
                 for q, (n, modified) in self.functions.versions.provisioned(rec.name).items()]
-        _json(resp, 200, {"ProvisionedConcurrencyConfigs": docs}, rid)
+        send_json(resp, 200, {"ProvisionedConcurrencyConfigs": docs}, rid)
 
     async def delete(self, req: Request, resp: Response, rid: str, name: str) -> None:
-        rec, qualifier = self._locate(req, name, _query(req))
+        rec, qualifier = self._locate(req, name, query_params(req))
         self.functions.target(rec, qualifier, routed=False)
         if qualifier not in self.functions.versions.provisioned(rec.name):
             raise _not_found()
         self.functions.versions.delete_provisioned(rec.name, qualifier)
         self.refresh(rec)
         resp.send(204, b"", {"x-amzn-RequestId": rid})
-
-
-def _json(resp: Response, status: int, doc: Any, rid: str) -> None:
-    resp.send(status, json.dumps(doc).encode(), {"Content-Type": "application/json", "x-amzn-RequestId": rid})
-
-
-def _query(req: Request) -> dict[str, str]:
-    return {k: val[-1] for k, val in parse_qs(req.query, keep_blank_values=True).items()} if req.query else {}

@@ -13,6 +13,7 @@ from lambdalet.api.code_upload import read_json
 from lambdalet.api.constraints import check_tags, pattern_problem, validation_error
 from lambdalet.api.errors import AwsError, conflict, invalid, not_found
 from lambdalet.api.functions import parse_function_name
+from lambdalet.api.rest import send_json
 from lambdalet.http11 import Request, Response
 from lambdalet.store.policies import PolicyStore
 
@@ -38,8 +39,6 @@ _QUALIFIER = re.compile(r"^(|[a-zA-Z0-9$_-]+)$")
 _QUALIFIER_TEXT = r"(|[a-zA-Z0-9$_-]+)"
 
 
-def _json(resp: Response, status: int, doc: Any, request_id: str) -> None:
-    resp.send(status, json.dumps(doc).encode(), {"Content-Type": "application/json", "x-amzn-RequestId": request_id})
 
 
 def _compact(doc: Any) -> str:
@@ -102,7 +101,7 @@ class TagsPoliciesApi:
 
     async def list_tags(self, req: Request, resp: Response, rid: str, resource: str) -> None:
         rec = self._tagged(resource)
-        _json(resp, 200, {"Tags": self.store.tags(rec.name)}, rid)
+        send_json(resp, 200, {"Tags": self.store.tags(rec.name)}, rid)
 
     # -- resource-based policy
     def _target(self, req: Request, name: str) -> tuple[FunctionRecord, str | None]:
@@ -144,7 +143,7 @@ class TagsPoliciesApi:
         statement = _statement(body, resource)
         self.store.set_statements(rec.name, key, [*statements, statement])
         self._touch(rec)
-        _json(resp, 201, {"Statement": _compact(statement)}, rid)
+        send_json(resp, 201, {"Statement": _compact(statement)}, rid)
 
     async def remove_permission(self, req: Request, resp: Response, rid: str, name: str, sid: str) -> None:
         if not _NAMESPACED_STATEMENT_ID.match(sid):
@@ -171,7 +170,7 @@ class TagsPoliciesApi:
         if not statements:
             raise not_found("The resource you requested does not exist.")
         document = {"Version": "2012-10-17", "Id": "default", "Statement": statements}
-        _json(resp, 200, {"Policy": _compact(document), "RevisionId": rec.config["RevisionId"]}, rid)
+        send_json(resp, 200, {"Policy": _compact(document), "RevisionId": rec.config["RevisionId"]}, rid)
 
 
 def named_qualifier(name: str) -> str | None:

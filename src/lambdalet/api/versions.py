@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs
 
 from lambdalet.api import validation as v
 from lambdalet.api.code_upload import read_json
 from lambdalet.api.errors import AwsError, conflict, invalid, not_found, validation
 from lambdalet.api.functions import FunctionManager, listed
+from lambdalet.api.rest import query_params, send_json
 from lambdalet.http11 import Request, Response
 from lambdalet.store import AliasRecord, FunctionRecord
 
@@ -29,12 +28,8 @@ VERSION_ROUTES: list[tuple[str, re.Pattern[str], str]] = [
 _PAGE = 50  # the most items a List* page holds when MaxItems asks for more
 
 
-def _json(resp: Response, status: int, doc: Any, rid: str) -> None:
-    resp.send(status, json.dumps(doc).encode(), {"Content-Type": "application/json", "x-amzn-RequestId": rid})
 
 
-def _query(req: Request) -> dict[str, str]:
-    return {k: val[-1] for k, val in parse_qs(req.query, keep_blank_values=True).items()} if req.query else {}
 
 
 def _weights_shown(weights: dict[Any, Any]) -> str:
@@ -76,18 +71,18 @@ class VersionsApi:
         if errors:
             raise validation(errors)
         cfg = self.functions.publish(rec, body.get("Description"), body.get("CodeSha256"), body.get("RevisionId"))
-        _json(resp, 201, cfg, rid)
+        send_json(resp, 201, cfg, rid)
 
     async def list_versions(self, req: Request, resp: Response, rid: str, name: str) -> None:
         rec, _ = self.functions.locate(name, pattern=v.NAMESPACED_FUNCTION_NAME)
         latest = {**rec.config, "FunctionArn": rec.config["FunctionArn"] + ":$LATEST"}
         items = [("$LATEST", listed(latest))]
         items += [(ver.version, listed(ver.config)) for ver in self.functions.versions.versions(rec.name)]
-        page, marker = _page(items, _query(req))
+        page, marker = _page(items, query_params(req))
         doc: dict[str, Any] = {"Versions": page}
         if marker is not None:
             doc["NextMarker"] = marker
-        _json(resp, 200, doc, rid)
+        send_json(resp, 200, doc, rid)
 
     # -- aliases
     def _alias(self, rec: FunctionRecord, alias: str) -> AliasRecord:
@@ -164,11 +159,11 @@ class VersionsApi:
             cfg["RoutingConfig"] = {"AdditionalVersionWeights": dict(weights)}
         alias = AliasRecord(rec.name, alias_name, cfg)
         self.functions.versions.save_alias(alias)
-        _json(resp, 201, alias.config, rid)
+        send_json(resp, 201, alias.config, rid)
 
     async def get_alias(self, req: Request, resp: Response, rid: str, name: str, alias: str) -> None:
         rec, _ = self.functions.locate(name)
-        _json(resp, 200, self._alias(rec, alias).config, rid)
+        send_json(resp, 200, self._alias(rec, alias).config, rid)
 
     async def update_alias(self, req: Request, resp: Response, rid: str, name: str, alias: str) -> None:
         rec, _ = self.functions.locate(name)
@@ -196,7 +191,7 @@ class VersionsApi:
         found.config = cfg
         self.functions.versions.save_alias(found)
         self.on_change(rec)
-        _json(resp, 200, found.config, rid)
+        send_json(resp, 200, found.config, rid)
 
     async def delete_alias(self, req: Request, resp: Response, rid: str, name: str, alias: str) -> None:
         rec, _ = self.functions.locate(name)
@@ -208,7 +203,7 @@ class VersionsApi:
 
     async def list_aliases(self, req: Request, resp: Response, rid: str, name: str) -> None:
         rec, _ = self.functions.locate(name)
-        query = _query(req)
+        query = query_params(req)
         version = query.get("FunctionVersion")
         errors: list[str] = []
         v.check_string(errors, version, "functionVersion", v.ALIAS_VERSION, 1024)
@@ -220,4 +215,4 @@ class VersionsApi:
         doc: dict[str, Any] = {"Aliases": page}
         if marker is not None:
             doc["NextMarker"] = marker
-        _json(resp, 200, doc, rid)
+        send_json(resp, 200, doc, rid)

@@ -394,9 +394,15 @@ class ExecutionEnvironment:
         session.assign(inv)
 
     def _timed_out(self) -> None:
-        watched, self._watching = self._watching, None
-        if watched is not None:
-            self._fail_task(self._invoke_failed(*watched, timed_out=True))
+        watched = self._watching
+        if watched is None:
+            return
+        early = self.spec.timeout_s - (time.monotonic() - watched[1])
+        if early > 0:  # (the loop's timers may fire up to a millisecond early: the deadline is not past yet)
+            self._deadline = (self._loop or asyncio.get_running_loop()).call_later(early, self._timed_out)
+            return
+        self._watching = None
+        self._fail_task(self._invoke_failed(*watched, timed_out=True))
 
     def _process_exited(self, exited: asyncio.Future[int]) -> None:
         watched = self._watching
