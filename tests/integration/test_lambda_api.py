@@ -350,3 +350,23 @@ def test_tail_of_a_cold_start_begins_at_start(server):
     assert lines[0] == f"START RequestId: {rid} Version: $LATEST"
     assert "handler says hi" in lines and "init says hi" not in lines
     assert lines[-1].startswith(f"REPORT RequestId: {rid}\t") and "Init Duration" in lines[-1]
+
+
+def test_timeout_and_memory_out_of_range_are_validation_errors(server):
+    lam = server.client("lambda", validate=False)  # (botocore would refuse the minimums itself)
+    name = unique_name("range")
+    with pytest.raises(ClientError) as exc:
+        lam.create_function(FunctionName=name, Runtime="provided.al2023", Handler="x", Timeout=0,
+                            Role="arn:aws:iam::000000000000:role/x",
+                            Code={"ZipFile": make_zip({"bootstrap": "#!/bin/sh\n"})})
+    assert error_code(exc.value) == ("ValidationException", 400)
+    assert exc.value.response["Error"]["Message"] == (
+        "1 validation error detected: Value '0' at 'timeout' failed to satisfy constraint: Member must have "
+        "value greater than or equal to 1")
+    create_function(server, name, make_zip({"bootstrap": "#!/bin/sh\n"}))
+    with pytest.raises(ClientError) as exc:
+        lam.update_function_configuration(FunctionName=name, Timeout=1000, MemorySize=64)
+    assert exc.value.response["Error"]["Message"] == (
+        "2 validation errors detected: Value '1000' at 'timeout' failed to satisfy constraint: Member must have "
+        "value less than or equal to 900; Value '64' at 'memorySize' failed to satisfy constraint: Member must "
+        "have value greater than or equal to 128")

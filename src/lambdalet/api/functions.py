@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from lambdalet.api import validation as v
 from lambdalet.api.constraints import check_tags
 from lambdalet.api.errors import AwsError, conflict, invalid, not_found, validation
+from lambdalet.api.rest import check_range
 from lambdalet.limits import MAX_ENV_BYTES
 from lambdalet.scheduler import RESERVED_VARIABLES, FunctionSpec, is_supported_runtime
 from lambdalet.store import CodeStore, FunctionRecord, FunctionStore, StoredCode, VersionRecord, VersionStore
@@ -346,6 +347,8 @@ class FunctionManager:
             v.check_function_name(errors, raw)
         name_only = len(errors) == 1 and plain
         v.check_string(errors, body.get("Role"), "role", v.ROLE, 10000, required=creating)
+        check_range(errors, body.get("Timeout"), "timeout", 1, 900)
+        check_range(errors, body.get("MemorySize"), "memorySize", 128, 10240)
         if name_only and len(errors) == 1:
             # (a bad plain name alone: AWS answers InvalidParameterValueException with the same text)
             raise invalid(validation(errors).message)
