@@ -107,9 +107,9 @@ def test_list_functions_pages_with_marker(server):
 
 @pytest.mark.parametrize(("kwargs", "code"), [
     ({"Runtime": "java8"}, "InvalidParameterValueException"),
-    ({"Timeout": 0}, "InvalidParameterValueException"),
+    ({"Timeout": 0}, "ValidationException"),
     ({"Timeout": 901}, "InvalidParameterValueException"),
-    ({"MemorySize": 64}, "InvalidParameterValueException"),
+    ({"MemorySize": 64}, "ValidationException"),
     ({"MemorySize": 10241}, "InvalidParameterValueException"),
     ({"Environment": {"Variables": {"AWS_REGION": "x"}}}, "InvalidParameterValueException"),
     ({"Environment": {"Variables": {"1BAD": "x"}}}, "InvalidParameterValueException"),
@@ -365,8 +365,11 @@ def test_timeout_and_memory_out_of_range_are_validation_errors(server):
         "value greater than or equal to 1")
     create_function(server, name, make_zip({"bootstrap": "#!/bin/sh\n"}))
     with pytest.raises(ClientError) as exc:
-        lam.update_function_configuration(FunctionName=name, Timeout=1000, MemorySize=64)
+        lam.update_function_configuration(FunctionName=name, Timeout=6000, MemorySize=64)
     assert exc.value.response["Error"]["Message"] == (
-        "2 validation errors detected: Value '1000' at 'timeout' failed to satisfy constraint: Member must have "
-        "value less than or equal to 900; Value '64' at 'memorySize' failed to satisfy constraint: Member must "
+        "2 validation errors detected: Value '6000' at 'timeout' failed to satisfy constraint: Member must have "
+        "value less than or equal to 5400; Value '64' at 'memorySize' failed to satisfy constraint: Member must "
         "have value greater than or equal to 128")
+    with pytest.raises(ClientError) as exc:  # within the model's bounds, beyond Lambda's own limit
+        lam.update_function_configuration(FunctionName=name, Timeout=901)
+    assert error_code(exc.value) == ("InvalidParameterValueException", 400)

@@ -347,8 +347,9 @@ class FunctionManager:
             v.check_function_name(errors, raw)
         name_only = len(errors) == 1 and plain
         v.check_string(errors, body.get("Role"), "role", v.ROLE, 10000, required=creating)
-        check_range(errors, body.get("Timeout"), "timeout", 1, 900)
-        check_range(errors, body.get("MemorySize"), "memorySize", 128, 10240)
+        # (the model's bounds; within them, Lambda's own limits answer InvalidParameterValueException)
+        check_range(errors, body.get("Timeout"), "timeout", 1, 5400)
+        check_range(errors, body.get("MemorySize"), "memorySize", 128, 32768)
         if name_only and len(errors) == 1:
             # (a bad plain name alone: AWS answers InvalidParameterValueException with the same text)
             raise invalid(validation(errors).message)

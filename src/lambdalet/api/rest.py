@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from lambdalet.api.errors import AwsError
+from lambdalet.api.validation import max_value_error, min_value_error
 from lambdalet.http11 import Request, Response
 
 
@@ -34,8 +35,6 @@ def check_range(problems: list[str], value: Any, member: str, low: int, high: in
     if not isinstance(value, int) or isinstance(value, bool):
         problems.append(f"Value '{value}' at '{member}' failed to satisfy constraint: Member must be an integer")
     elif value > high:
-        problems.append(f"Value '{value}' at '{member}' failed to satisfy constraint: Member must have value "
-                        f"less than or equal to {high}")
+        problems.append(max_value_error(value, member, high))
     elif value < low:
-        problems.append(f"Value '{value}' at '{member}' failed to satisfy constraint: Member must have value "
-                        f"greater than or equal to {low}")
+        problems.append(min_value_error(value, member, low))
