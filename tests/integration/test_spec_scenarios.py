@@ -122,13 +122,17 @@ def test_runtime_api_address_is_loopback_host_and_port(server):
 def test_process_list_script_runs_verbatim(server):
     # Without a PID namespace (issue 10) the script walks every process of the host, under `set -e`:
     # one that exits between the glob and its `tr < /proc/$pid/cmdline` ends the script early. The
-    # other test worker starts and ends processes all the time, so a walk may be tried again.
-    for _attempt in range(6):
-        name, _ = deploy(server, sb.PROCESS_LIST, timeout=60)
+    # other test worker starts and ends processes all the time, so the walk is tried again (each invoke
+    # runs it anew: the script exits every time), for up to two minutes.
+    name, _ = deploy(server, sb.PROCESS_LIST, timeout=60)
+    deadline = time.monotonic() + 120
+    while True:
         resp, _, _ = invoke(server, name, {"k": 1})
         assert resp["FunctionError"] == "Unhandled"
-        msgs = wait_for_log(server, name, lambda m: any(x.startswith("REPORT") for x in m))
-        if 'The event data is: {"k": 1}' in msgs:
+        rid = resp["ResponseMetadata"]["RequestId"]
+        msgs = wait_for_log(server, name, lambda m, rid=rid: any(x.startswith(f"REPORT RequestId: {rid}")
+                                                                  for x in m))
+        if 'The event data is: {"k": 1}' in msgs or time.monotonic() > deadline:
             break
     assert "--- Process List ---" in msgs
     pid_lines = [m for m in msgs if m.startswith("PID ")]
