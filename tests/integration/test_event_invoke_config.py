@@ -274,3 +274,22 @@ def test_an_account_below_the_minimum_reserves_nothing(tmp_path):
         srv.lambda_client.put_function_concurrency(FunctionName="small", ReservedConcurrentExecutions=0)
     finally:
         stop_server(srv)
+
+
+def test_arns_of_another_region_or_account_are_answered_as_aws_does(server):
+    lam = server.lambda_client
+    name = unique_name("elsewhere")
+    create_function(server, name, make_zip({"bootstrap": sb.EVENT_LOOP}))
+    other_region = f"arn:aws:lambda:eu-central-1:000000000000:function:{name}"
+    other_account = f"arn:aws:lambda:us-east-1:111122223333:function:{name}"
+    with pytest.raises(ClientError) as exc:
+        lam.put_function_event_invoke_config(FunctionName=other_region, MaximumRetryAttempts=1)
+    assert error(exc) == ("ResourceNotFoundException", 404,
+                          "Functions from 'eu-central-1' are not reachable in this region ('us-east-1')")
+    with pytest.raises(ClientError) as exc:
+        lam.get_policy(FunctionName=other_region)
+    assert error(exc)[:2] == ("ResourceNotFoundException", 404)
+    with pytest.raises(ClientError) as exc:
+        lam.put_function_event_invoke_config(FunctionName=other_account, MaximumRetryAttempts=1)
+    assert error(exc)[:2] == ("ResourceNotFoundException", 404)
+    assert lam.list_function_event_invoke_configs(FunctionName=name)["FunctionEventInvokeConfigs"] == []

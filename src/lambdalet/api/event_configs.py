@@ -103,7 +103,7 @@ class EventInvokeConfigs:
             check_range(problems, limit, "maxItems", 1, 50)
         if problems:
             raise validation_error(problems)
-        name, _ = parse_function_name(raw_name)
+        name, _ = self.functions.split_name(raw_name)
         if self.functions.store.get(name) is None:
             raise not_found("The function doesn't exist.")
         configs = [(q, c) for q, c in self.store.of_function(name) if not marker or q > marker]
@@ -121,7 +121,7 @@ class EventInvokeConfigs:
 
     # -- helpers
     def _target(self, raw_name: str, qualifier: str | None) -> tuple[FunctionRecord | None, str, str]:
-        name, derived = parse_function_name(raw_name)
+        name, derived = self.functions.split_name(raw_name)
         if qualifier and derived and qualifier != derived:
             raise invalid("The derived qualifier from the function name does not match the specified qualifier.")
         return self.functions.store.get(name), name, qualifier or derived or "$LATEST"

@@ -184,6 +184,18 @@ class FunctionManager:
             raise not_found(f"Function not found: {arn}" + (f":{qualifier}" if qualifier else ""))
         return rec, qualifier
 
+    def split_name(self, raw: Any) -> tuple[str, str | None]:
+        """(name, qualifier) of a FunctionName that names a function of this region and account (which
+        may not exist); an ARN of another region or account is answered as AWS does."""
+        name, qualifier = parse_function_name(raw)
+        _, _, account, region = v.locate(raw)
+        if region is not None and region != self.region:
+            raise not_found(f"Functions from '{region}' are not reachable in this region ('{self.region}')")
+        if account is not None and account != self.account:
+            raise not_found(f"Function not found: arn:aws:lambda:{self.region}:{account}:function:{name}"
+                            + (f":{qualifier}" if qualifier else ""))
+        return name, qualifier
+
     def get(self, raw_name: Any) -> tuple[FunctionRecord, str | None]:
         """The function itself ($LATEST) for operations on an unqualified function."""
         rec, qualifier = self.locate(raw_name)

@@ -12,7 +12,6 @@ from urllib.parse import parse_qs
 from lambdalet.api.code_upload import read_json
 from lambdalet.api.constraints import check_tags, pattern_problem, validation_error
 from lambdalet.api.errors import AwsError, conflict, invalid, not_found
-from lambdalet.api.functions import parse_function_name
 from lambdalet.api.rest import send_json
 from lambdalet.http11 import Request, Response
 from lambdalet.store.policies import PolicyStore
@@ -148,7 +147,7 @@ class TagsPoliciesApi:
     async def remove_permission(self, req: Request, resp: Response, rid: str, name: str, sid: str) -> None:
         if not _NAMESPACED_STATEMENT_ID.match(sid):
             raise validation_error([pattern_problem(sid, "statementId", "([a-zA-Z0-9-_.]+)")])
-        function, _ = parse_function_name(_unqualified(name))
+        function, _ = self.functions.split_name(_unqualified(name))
         if self.functions.store.get(function) is None:
             raise not_found(f"No policy found for: {self.functions.arn(function)}")
         rec, qualifier = self._target(req, name)
