@@ -104,3 +104,33 @@ def test_a_freed_environment_wakes_one_waiter_and_tops_the_ready_stack(tmp_path:
         assert pool.pick() is envs[0] and envs[1].waiting_invoke
 
     asyncio.run(scenario())
+
+
+def test_provisioned_environments_are_taken_before_on_demand_ones(tmp_path: Path) -> None:
+    """As on Lambda: an invoke runs on provisioned concurrency whenever some is free, even when an
+    on-demand environment was used more recently."""
+    import dataclasses
+
+    from lambdalet.scheduler.pool import FunctionPool
+
+    async def scenario() -> None:
+        spec = echo_spec(tmp_path)
+        pool = FunctionPool(spec, None)
+        provisioned = ExecutionEnvironment(dataclasses.replace(spec, initialization_type="provisioned-concurrency"),
+                                           Sink(), str(tmp_path / "tmp"))
+        on_demand = ExecutionEnvironment(spec, Sink(), str(tmp_path / "tmp"))
+        for env in (provisioned, on_demand):
+            env.state = EnvState.READY
+            pool.envs.append(env)
+        pool.freed(provisioned)
+        pool.freed(on_demand)  # the most recent one: would be first without provisioned concurrency
+        assert pool.pick() is provisioned
+        pool.take(provisioned)
+        assert pool.pick() is on_demand
+        pool.ready.clear()
+        pool.ready_provisioned.clear()
+        provisioned.waiting_invoke = False
+        on_demand.last_used += 10  # no ready stack (e.g. after a restart of init): the scan prefers it too
+        assert pool.pick() is provisioned
+
+    asyncio.run(scenario())

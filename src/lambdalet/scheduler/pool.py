@@ -55,6 +55,7 @@ class FunctionPool:
         # Environments that went back to Ready, the most recently used last: a warm invoke takes the
         # top one without scanning them all. Entries that went stale since are dropped as met.
         self.ready: list[ExecutionEnvironment] = []
+        self.ready_provisioned: list[ExecutionEnvironment] = []  # the same, for provisioned ones: taken first
         self.waiters: deque[asyncio.Future[None]] = deque()  # invocations waiting for a finishing one
 
     @property
@@ -64,31 +65,32 @@ class FunctionPool:
 
     def pick(self) -> ExecutionEnvironment | None:
         """The environment an invocation should take now, or None (see the module docstring)."""
-        ready = self.ready
-        while ready:
-            env = ready[-1]
-            if env.state is EnvState.READY and env.available:
-                return env
-            ready.pop()
+        for ready in (self.ready_provisioned, self.ready):  # (as on Lambda: provisioned concurrency first)
+            while ready:
+                env = ready[-1]
+                if env.state is EnvState.READY and env.available:
+                    return env
+                ready.pop()
         best: ExecutionEnvironment | None = None
         for env in self.envs:
             if not env.available:
                 continue
-            if best is None or (_PREFERENCE[env.state], -env.last_used) < (
-                    _PREFERENCE[best.state], -best.last_used):
+            if best is None or (not env.provisioned, _PREFERENCE[env.state], -env.last_used) < (
+                    not best.provisioned, _PREFERENCE[best.state], -best.last_used):
                 best = env
         return best
 
     def take(self, env: ExecutionEnvironment) -> None:
         """Claim env, picked: no other invocation may pick it."""
-        if self.ready and self.ready[-1] is env:
-            self.ready.pop()
+        ready = self.ready_provisioned if env.provisioned else self.ready
+        if ready and ready[-1] is env:
+            ready.pop()
         env.waiting_invoke = True
 
     def freed(self, env: ExecutionEnvironment) -> None:
         """env can take work again: it goes on top of the ready stack, and one waiter is woken."""
         if env.state is EnvState.READY:
-            self.ready.append(env)
+            (self.ready_provisioned if env.provisioned else self.ready).append(env)
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.done():
