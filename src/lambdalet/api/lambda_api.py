@@ -371,8 +371,8 @@ class LambdaApi:
         if outcome.stream is not None:
             return  # collected by Invoker.invoke, then sent
         content_type = "application/json" if outcome.function_error else outcome.content_type
-        if not valid_field("Content-Type", content_type):  # (the runtime's own header: checked here)
-            content_type = "application/octet-stream"
+        if content_type != "application/json" and not valid_field("Content-Type", content_type):
+            content_type = "application/octet-stream"  # (the runtime's own header: checked here)
         fields = (f"Content-Type: {content_type}\r\nx-amzn-RequestId: {inv.request_id}\r\n"
                   f"X-Amz-Executed-Version: {inv.executed_version}\r\n")
         if outcome.function_error:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from datetime import UTC, datetime
 
@@ -52,8 +51,8 @@ def billed_ms(duration_ms: float, timeout_s: int, init_ms: float | None) -> int:
     Each part is taken as the REPORT line shows it (to 0.01 ms), so "Duration: 4.00 ms" bills 4 ms,
     never 5 ms for a 4.004 ms that the line cannot show.
     """
-    billed = round(min(duration_ms, timeout_s * 1000.0), 2) + round(init_ms or 0.0, 2)
-    return max(1, math.ceil(billed - 1e-9))
+    hundredths = int(min(duration_ms, timeout_s * 1000.0) * 100 + 0.5) + int((init_ms or 0.0) * 100 + 0.5)
+    return max(1, -(-hundredths // 100))
 
 
 def report(
