@@ -597,3 +597,20 @@ def test_provisioned_environments_count_against_the_account(tmp_path):
         assert _wait_ready(srv.lambda_client, name, "1")["Status"] == "READY"
     finally:
         stop_server(srv)
+
+
+def test_provisioned_concurrency_whose_init_fails_is_failed(server):
+    """As AWS reports it: Status FAILED, StatusReason FUNCTION_ERROR_INIT_FAILURE."""
+    lam = server.lambda_client
+    name = unique_name("prov-bad")
+    create_function(server, name, make_zip({"bootstrap": "#!/bin/sh\necho cannot start\nexit 3\n"}))
+    lam.publish_version(FunctionName=name)
+    lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1", ProvisionedConcurrentExecutions=1)
+    deadline = time.time() + 20
+    while True:
+        got = lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier="1")
+        if got["Status"] != "IN_PROGRESS" or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    assert (got["Status"], got.get("StatusReason")) == ("FAILED", "FUNCTION_ERROR_INIT_FAILURE")
+    assert got["AvailableProvisionedConcurrentExecutions"] == 0

@@ -62,11 +62,15 @@ class ProvisionedApi:
         return rec, qualifier or query["Qualifier"]
 
     def _doc(self, rec: FunctionRecord, qualifier: str, requested: int, modified: str) -> dict[str, Any]:
-        ready = min(requested, self.invoker.scheduler.provisioned_ready(self._main_target(rec, qualifier).pool_key))
-        return {"RequestedProvisionedConcurrentExecutions": requested,
-                "AvailableProvisionedConcurrentExecutions": ready,
-                "AllocatedProvisionedConcurrentExecutions": ready,
-                "Status": "READY" if ready >= requested else "IN_PROGRESS", "LastModified": modified}
+        key = self._main_target(rec, qualifier).pool_key
+        ready = min(requested, self.invoker.scheduler.provisioned_ready(key))
+        doc: dict[str, Any] = {"RequestedProvisionedConcurrentExecutions": requested,
+                               "AvailableProvisionedConcurrentExecutions": ready,
+                               "AllocatedProvisionedConcurrentExecutions": ready,
+                               "Status": "READY" if ready >= requested else "IN_PROGRESS", "LastModified": modified}
+        if ready < requested and self.invoker.scheduler.provisioned_failed(key):
+            doc.update(Status="FAILED", StatusReason="FUNCTION_ERROR_INIT_FAILURE")  # (as AWS reports it)
+        return doc
 
     async def put(self, req: Request, resp: Response, rid: str, name: str) -> None:
         query = query_params(req)

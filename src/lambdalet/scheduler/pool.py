@@ -167,6 +167,12 @@ class Scheduler:
             env.start()
             log.info("provisioned: %s environment %s", key, env.id)
 
+    def provisioned_failed(self, key: str) -> bool:
+        """Whether a provisioned environment of the version keyed `key` failed its Init phase."""
+        pool = self.pools.get(key)
+        return pool is not None and any(env.provisioned and not env.retired and env.state is EnvState.FAILED
+                                        for env in pool.envs)
+
     def provisioned_ready(self, key: str) -> int:
         """How many provisioned environments of the version keyed `key` have finished their Init phase."""
         pool = self.pools.get(key)
