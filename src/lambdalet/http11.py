@@ -399,6 +399,7 @@ class HttpProtocol(asyncio.Protocol):
         self._headers: dict[str, str] = {}
         self._repeated: dict[str, list[str]] | None = None
         self._current: Request | None = None
+        self._last: Request | None = None  # the newest request whose headers arrived
         self._in_head = True  # between requests or inside a request line / headers
         self._head_bytes = 0
         self._heads = 0  # heads parsed so far
@@ -513,6 +514,15 @@ class HttpProtocol(asyncio.Protocol):
         if self._task is None and self._queue:
             self._start()
 
+    def eof_received(self) -> bool | None:
+        """The client half-closed (it sends no more): the requests it sent whole are still answered,
+        the last one with Connection: close; a request cut short cannot be, and the connection closes."""
+        self._final = True
+        if self._current is not None or not self.in_flight or self._last is None:
+            return None  # (asyncio closes the transport)
+        self._last.keep_alive = False
+        return True
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._cork = None
@@ -579,7 +589,7 @@ class HttpProtocol(asyncio.Protocol):
         req.http10 = self.parser.get_http_version() == "1.0"
         req._continue = not req.http10 and self._headers.get("expect", "").lower() == "100-continue"
         self._heads += 1
-        self._current = req
+        self._current = self._last = req
         self.in_flight += 1
         self._queue.append(req)
         self.last_data = self.server.clock()

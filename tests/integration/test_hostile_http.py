@@ -381,3 +381,22 @@ def test_logs_api_request_over_the_limit_names_its_operation(server):
     assert resp.status == 413 and doc["__type"] == "RequestEntityTooLargeException"
     assert doc["message"] == "Request must be smaller than 1048576 bytes for the FilterLogEvents operation"
     conn.close()
+
+
+def test_a_half_closed_client_gets_a_slow_invoke_answer(server):
+    """A client that shuts down its sending side after the request (`nc -N`, some proxies) still gets
+    the answer of an invoke that takes a while, then the server closes."""
+    name = unique_name("slow")
+    app = "import time\ndef handler(event, context):\n    time.sleep(0.3)\n    return {'slept': True}\n"
+    create_function(server, name, make_zip({"app.py": app}), runtime="python3.11", handler="app.handler")
+    host, port = server.endpoint.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(f"POST /2015-03-31/functions/{name}/invocations HTTP/1.1\r\nHost: x\r\n"
+                     "Content-Length: 2\r\n\r\n{}".encode())
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"\r\nConnection: close" in head
+    assert json.loads(body) == {"slept": True}

@@ -1797,3 +1797,31 @@ async def test_a_client_gone_while_deferred_is_told_to_the_owner_and_nothing_is_
     assert parked.lost == 1
     parked.release()  # the owner answers anyway: dropped
     assert c.transport.writes == [] and c.transport.late_writes == []
+
+
+@aio
+async def test_a_half_closed_client_still_gets_every_answer_then_the_connection_closes():
+    """`printf 'GET ...' | nc -N` (shutdown after sending): the requests that arrived whole are answered,
+    the last one says Connection: close, and only then is the connection closed."""
+    parked = Parked()
+    h = Harness(fast=parked.fast)
+    c = h.connect()
+    c.send(post("/response", b"r") + get("/park"))
+    assert c.transport.protocol.eof_received() is True  # keep the transport open for the answers
+    assert not c.transport.closing
+    parked.release()
+    await settle()
+    answers = c.answers()
+    assert [a.status for a in answers] == [202, 200]
+    assert not answers[0].closes and answers[1].closes
+    assert c.transport.closing
+
+
+@aio
+async def test_eof_with_nothing_in_flight_or_mid_request_closes():
+    h = Harness()
+    idle = h.connect()
+    assert idle.transport.protocol.eof_received() is None
+    partial = h.connect()
+    partial.send(b"POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
+    assert partial.transport.protocol.eof_received() is None
