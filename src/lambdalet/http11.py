@@ -527,6 +527,7 @@ class HttpProtocol(asyncio.Protocol):
         self.closed = True
         self._cork = None
         self.parser = _LOST  # (the parser holds this protocol: a cycle per connection left to the GC)
+        self._last = None  # (and so does a request)
         if self._current is not None and not self._current._complete:
             self._current._finish(ConnectionError("client disconnected"))
         for w in self._drain_waiters:
