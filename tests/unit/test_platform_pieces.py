@@ -154,3 +154,25 @@ def test_http_server_reads_chunked_bodies_with_trailers_and_keeps_alive():
         assert seen == [("POST", "/a", b"abcde", {"x-t": "v"}), ("GET", "/b", b"", {})]
 
     asyncio.run(scenario())
+
+
+def test_request_and_trace_ids_are_unique_uuid4s_and_x_ray_headers_even_across_a_fork():
+    import os
+    import re
+
+    from lambdalet.invocation import new_request_id, new_trace_id
+
+    uuid4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+    ids = [new_request_id() for _ in range(5000)]  # (several refills of the pooled randomness)
+    assert len(set(ids)) == len(ids) and all(uuid4.match(i) for i in ids)
+    assert re.match(r"^Root=1-[0-9a-f]{8}-[0-9a-f]{24};Parent=[0-9a-f]{16};Sampled=0$", new_trace_id())
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child must not hand out the ids the parent is about to
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    assert child != new_request_id()
