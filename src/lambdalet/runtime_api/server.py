@@ -19,6 +19,7 @@ PREFIX = "/2018-06-01/runtime/"
 _JSON = {"Content-Type": "application/json"}
 _ACCEPTED = Prebuilt(202, b'{"status":"OK"}\n', [("Content-Type", "application/json")])  # RAPID's JSON ends in \n
 _NEXT = PREFIX + "invocation/next"
+_INVOCATION = PREFIX + "invocation/"
 
 
 _LIMITS = ServerLimits(MAX_HEAD_BYTES, RUNTIME_API_KEEP_ALIVE_S, RUNTIME_API_MAX_CONNECTIONS)
@@ -80,9 +81,9 @@ class RuntimeApiServer:
                 return None
             resp.on_lost = functools.partial(self.session.unpark, deliver)
             return DEFER
-        if (req.method == "POST" and path.startswith(PREFIX + "invocation/") and path.endswith("/response")
+        if (req.method == "POST" and path.startswith(_INVOCATION) and path.endswith("/response")
                 and "lambda-runtime-function-response-mode" not in req.headers):
-            request_id = path[len(PREFIX + "invocation/"):-len("/response")]
+            request_id = path[len(_INVOCATION):-len("/response")]
             try:
                 inv = self.session.check_response(request_id, "InvocationResponse")
                 self._buffered_response(resp, inv, req.body_now(), req.headers.get("content-type"))
