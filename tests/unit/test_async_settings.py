@@ -10,10 +10,11 @@ import sqlite3
 import pytest
 
 from lambdalet.api.destinations import invocation_record
+from lambdalet.api.errors import validation
 from lambdalet.api.event_configs import AsyncSettings, EventInvokeConfigs
 from lambdalet.api.function_urls import map_result
 from lambdalet.api.invoker import collect
-from lambdalet.api.rest import check_range, validation_error
+from lambdalet.api.validation import check_range
 from lambdalet.invocation import Outcome, ResponseStream
 from lambdalet.store import AsyncEvent, AsyncEventQueue, EventConfigStore
 from lambdalet.store.database import SCHEMA
@@ -55,13 +56,13 @@ def test_validation_wording():
     assert problems == []
     check_range(problems, 3, "maximumRetryAttempts", 0, 2)
     check_range(problems, 59, "maximumEventAgeInSeconds", 60, 21600)
-    err = validation_error(problems)
+    err = validation(problems)
     assert (err.status, err.code) == (400, "ValidationException")
     assert err.message == ("2 validation errors detected: Value '3' at 'maximumRetryAttempts' failed to satisfy "
                            "constraint: Member must have value less than or equal to 2; Value '59' at "
                            "'maximumEventAgeInSeconds' failed to satisfy constraint: Member must have value greater "
                            "than or equal to 60")
-    assert validation_error(problems[:1]).message.startswith("1 validation error detected: ")
+    assert validation(problems[:1]).message.startswith("1 validation error detected: ")
 
 
 def db() -> sqlite3.Connection:

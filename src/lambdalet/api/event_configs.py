@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from lambdalet.api.code_upload import read_json
-from lambdalet.api.errors import AwsError, invalid, not_found
+from lambdalet.api.errors import AwsError, invalid, not_found, validation
 from lambdalet.api.functions import FunctionManager, parse_function_name
-from lambdalet.api.rest import check_range, query_params, send_json, validation_error
+from lambdalet.api.rest import query_params, send_json
+from lambdalet.api.validation import check_range
 from lambdalet.http11 import Request, Response
 from lambdalet.store import EventConfigStore, FunctionRecord
 
@@ -102,7 +103,7 @@ class EventInvokeConfigs:
                 raise AwsError(400, "ValidationException", "MaxItems must be an integer.") from None
             check_range(problems, limit, "maxItems", 1, 50)
         if problems:
-            raise validation_error(problems)
+            raise validation(problems)
         name, _ = self.functions.split_name(raw_name)
         if self.functions.store.get(name) is None:
             raise not_found("The function doesn't exist.")
@@ -158,7 +159,7 @@ class EventInvokeConfigs:
                 problems.append(f"Value '{arn}' at '{member}' failed to satisfy constraint: Member must satisfy "
                                 f"regular expression pattern: {DESTINATION_PATTERN}")
         if problems:
-            raise validation_error(problems)
+            raise validation(problems)
 
     def _check_destination(self, name: str, key: str, arn: str, dest: dict[str, Any]) -> None:
         """A destination must be a function here (not the function itself), or a service Lambda delivers to."""

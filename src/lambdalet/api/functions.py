@@ -12,9 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from lambdalet.api import validation as v
-from lambdalet.api.constraints import check_tags
 from lambdalet.api.errors import AwsError, conflict, invalid, not_found, validation
-from lambdalet.api.rest import check_range
 from lambdalet.limits import MAX_ENV_BYTES
 from lambdalet.scheduler import RESERVED_VARIABLES, FunctionSpec, is_supported_runtime
 from lambdalet.store import CodeStore, FunctionRecord, FunctionStore, StoredCode, VersionRecord, VersionStore
@@ -360,8 +358,8 @@ class FunctionManager:
         name_only = len(errors) == 1 and plain
         v.check_string(errors, body.get("Role"), "role", v.ROLE, 10000, required=creating)
         # (the model's bounds; within them, Lambda's own limits answer InvalidParameterValueException)
-        check_range(errors, body.get("Timeout"), "timeout", 1, 5400)
-        check_range(errors, body.get("MemorySize"), "memorySize", 128, 32768)
+        v.check_range(errors, body.get("Timeout"), "timeout", 1, 5400)
+        v.check_range(errors, body.get("MemorySize"), "memorySize", 128, 32768)
         if name_only and len(errors) == 1:
             # (a bad plain name alone: AWS answers InvalidParameterValueException with the same text)
             raise invalid(validation(errors).message)
@@ -383,7 +381,7 @@ class FunctionManager:
             raise invalid("lambdalet runs .zip functions only (PackageType Zip).")
         if self.store.get(name) is not None:
             raise conflict(f"Function already exist: {name}")
-        tags = check_tags(body["Tags"]) if body.get("Tags") is not None else {}
+        tags = v.check_tags(body["Tags"]) if body.get("Tags") is not None else {}
         layers = self.layers.resolve(body["Layers"]) if body.get("Layers") is not None else []
         cfg: dict[str, Any] = {
             "FunctionName": name, "FunctionArn": self.arn(name), "Runtime": body.get("Runtime"),

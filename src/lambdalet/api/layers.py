@@ -15,10 +15,10 @@ from typing import Any
 from urllib.parse import unquote
 
 from lambdalet.api.code_upload import child_env, read_json, receive_code
-from lambdalet.api.constraints import pattern_problem, validation_error
-from lambdalet.api.errors import AwsError, conflict, invalid, not_found, service_error
+from lambdalet.api.errors import AwsError, conflict, invalid, not_found, service_error, validation
 from lambdalet.api.functions import now_iso
 from lambdalet.api.rest import query_params, send_json
+from lambdalet.api.validation import pattern_error
 from lambdalet.http11 import Request, Response
 from lambdalet.limits import MAX_UNZIPPED
 from lambdalet.store import CodeStore
@@ -83,11 +83,11 @@ def _max_items(q: dict[str, str]) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise validation_error([f"Value '{raw}' at 'maxItems' failed to satisfy constraint: Member must be an "
+        raise validation([f"Value '{raw}' at 'maxItems' failed to satisfy constraint: Member must be an "
                                 "integer"]) from None
     if not 1 <= value <= 50:
         bound = "greater than or equal to 1" if value < 1 else "less than or equal to 50"
-        raise validation_error([f"Value '{value}' at 'maxItems' failed to satisfy constraint: Member must "
+        raise validation([f"Value '{value}' at 'maxItems' failed to satisfy constraint: Member must "
                                 f"have value {bound}"])
     return value
 
@@ -96,7 +96,7 @@ def _version_number(raw: str) -> int:
     try:
         return _long(int(raw))
     except ValueError:
-        raise validation_error([f"Value '{raw}' at 'versionNumber' failed to satisfy constraint: Member must "
+        raise validation([f"Value '{raw}' at 'versionNumber' failed to satisfy constraint: Member must "
                                 "be a number"]) from None
 
 
@@ -126,7 +126,7 @@ class LayersApi:
         raw = unquote(raw)
         m = _LAYER_NAME.match(raw)
         if m is None:
-            raise validation_error([pattern_problem(raw, "layerName", _LAYER_NAME_TEXT)])
+            raise validation([pattern_error(raw, "layerName", _LAYER_NAME_TEXT)])
         return m.group("arn_name") or m.group("name")
 
     def _location(self, req: Request, sha: str) -> str:
@@ -175,7 +175,7 @@ class LayersApi:
                 problems.append(f"Value '{license_info}' at 'licenseInfo' failed to satisfy constraint: Member "
                                 "must have length less than or equal to 512")
             if problems:
-                raise validation_error(problems)
+                raise validation(problems)
             content = body.get("Content")
             if not upload.has_zip:
                 if isinstance(content, dict) and content.get("S3Bucket"):
@@ -209,7 +209,7 @@ class LayersApi:
             arn = q.get("Arn", "")
             m = _VERSION_ARN.match(arn)
             if m is None:
-                raise validation_error([pattern_problem(arn, "arn", _BY_ARN_TEXT)])
+                raise validation([pattern_error(arn, "arn", _BY_ARN_TEXT)])
             layer = None
             if m.group("region") == self.region and m.group("account") == self.account:
                 layer = self.store.get(m.group("name"), _long(int(m.group("version"))))
@@ -241,7 +241,7 @@ class LayersApi:
         if arch is not None and arch not in ARCHITECTURES:
             problems.append(_enum_problem(arch, "compatibleArchitecture", ARCHITECTURES))
         if problems:
-            raise validation_error(problems)
+            raise validation(problems)
         return runtime, arch
 
     async def list_versions(self, req: Request, resp: Response, rid: str, name: str) -> None:
@@ -272,15 +272,15 @@ class LayersApi:
         org = body.get("OrganizationId")
         problems = []
         if not isinstance(sid, str) or not _STATEMENT_ID.match(sid):
-            problems.append(pattern_problem(sid, "statementId", "([a-zA-Z0-9-_]+)"))
+            problems.append(pattern_error(sid, "statementId", "([a-zA-Z0-9-_]+)"))
         if action != "lambda:GetLayerVersion":
-            problems.append(pattern_problem(action, "action", "lambda:GetLayerVersion"))
+            problems.append(pattern_error(action, "action", "lambda:GetLayerVersion"))
         if not isinstance(principal, str) or not _LAYER_PRINCIPAL.match(principal):
-            problems.append(pattern_problem(principal, "principal", r"\d{12}|\*|arn:(aws[a-zA-Z-]*):iam::\d{12}:root"))
+            problems.append(pattern_error(principal, "principal", r"\d{12}|\*|arn:(aws[a-zA-Z-]*):iam::\d{12}:root"))
         if org is not None and (not isinstance(org, str) or not _ORGANIZATION_ID.match(org)):
-            problems.append(pattern_problem(org, "organizationId", "o-[a-z0-9]{10,32}"))
+            problems.append(pattern_error(org, "organizationId", "o-[a-z0-9]{10,32}"))
         if problems:
-            raise validation_error(problems)
+            raise validation(problems)
         layer = self._for_policy(name, version)
         policy = layer.policy or {"RevisionId": "", "Statement": []}
         if any(s["Sid"] == sid for s in policy["Statement"]):
@@ -359,7 +359,7 @@ class FunctionLayers:
             raise invalid("Cannot reference more than 5 layers.")
         bad = [a for a in value if not _VERSION_ARN.match(a) or len(a) > 2048]
         if bad:
-            raise validation_error([
+            raise validation([
                 f"Value '[{', '.join(value)}]' at 'layers' failed to satisfy constraint: Member must satisfy "
                 "constraint: [Member must have length less than or equal to 2048, Member must have length "
                 "greater than or equal to 1, Member must satisfy regular expression pattern: "

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from lambdalet.api.code_upload import read_json
+from lambdalet.api.errors import validation
 from lambdalet.api.functions import FunctionManager
-from lambdalet.api.rest import send_json, validation_error
+from lambdalet.api.rest import send_json
 from lambdalet.http11 import Request, Response
 from lambdalet.store import RecursionConfigStore
 
@@ -25,10 +26,10 @@ class RecursionConfigApi:
     async def put(self, req: Request, resp: Response, rid: str, name: str) -> None:
         value = (await read_json(req, "PutFunctionRecursionConfig")).get("RecursiveLoop")
         if value is None:
-            raise validation_error(["Value null at 'recursiveLoop' failed to satisfy constraint: Member must not be "
+            raise validation(["Value null at 'recursiveLoop' failed to satisfy constraint: Member must not be "
                                     "null"])
         if value not in _VALUES:
-            raise validation_error([f"Value '{value}' at 'recursiveLoop' failed to satisfy constraint: Member must "
+            raise validation([f"Value '{value}' at 'recursiveLoop' failed to satisfy constraint: Member must "
                                     f"satisfy enum value set: [{', '.join(_VALUES)}]"])
         rec, _ = self.functions.get(name)
         self.store.put(rec.name, value)

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from lambdalet.api.code_upload import read_json
-from lambdalet.api.constraints import check_tags, pattern_problem, validation_error
-from lambdalet.api.errors import AwsError, conflict, invalid, not_found
+from lambdalet.api.errors import AwsError, conflict, invalid, not_found, validation
 from lambdalet.api.rest import send_json
+from lambdalet.api.validation import check_tags, pattern_error
 from lambdalet.http11 import Request, Response
 from lambdalet.store.policies import PolicyStore
 
@@ -68,7 +68,7 @@ class TagsPoliciesApi:
     def _tagged(self, resource: str) -> FunctionRecord:
         m = _FUNCTION_ARN.match(resource)
         if m is None:
-            raise validation_error([pattern_problem(resource, "resource", _TAGGABLE_TEXT)])
+            raise validation([pattern_error(resource, "resource", _TAGGABLE_TEXT)])
         if m.group("qualifier"):
             raise invalid("Tagging operations are permitted on Lambda functions only. Tags on aliases and versions "
                           "are not supported. Please specify either a function name or a function ARN.")
@@ -111,7 +111,7 @@ class TagsPoliciesApi:
         if qualifier and named and qualifier != named:
             raise invalid("The derived qualifier from the function name does not match the specified qualifier.")
         if qualifier is not None and not _QUALIFIER.match(qualifier):
-            raise validation_error([pattern_problem(qualifier, "qualifier", _QUALIFIER_TEXT)])
+            raise validation([pattern_error(qualifier, "qualifier", _QUALIFIER_TEXT)])
         qualifier = qualifier or None
         if not self.functions.qualifier_exists(rec, qualifier):
             raise not_found(f"Function not found: {rec.config['FunctionArn']}:{qualifier}")
@@ -127,7 +127,7 @@ class TagsPoliciesApi:
         body = await read_json(req, "AddPermission")
         problems = _permission_problems(body)
         if problems:
-            raise validation_error(problems)
+            raise validation(problems)
         rec, qualifier = self._target(req, name)
         if qualifier == "$LATEST":
             raise invalid("We currently do not support adding policies for $LATEST.")
@@ -146,7 +146,7 @@ class TagsPoliciesApi:
 
     async def remove_permission(self, req: Request, resp: Response, rid: str, name: str, sid: str) -> None:
         if not _NAMESPACED_STATEMENT_ID.match(sid):
-            raise validation_error([pattern_problem(sid, "statementId", "([a-zA-Z0-9-_.]+)")])
+            raise validation([pattern_error(sid, "statementId", "([a-zA-Z0-9-_.]+)")])
         function, _ = self.functions.split_name(_unqualified(name))
         if self.functions.store.get(function) is None:
             raise not_found(f"No policy found for: {self.functions.arn(function)}")
@@ -205,7 +205,7 @@ def _permission_problems(body: dict[str, Any]) -> list[str]:
             if required:
                 problems.append(f"Value null at '{field}' failed to satisfy constraint: Member must not be null")
         elif not isinstance(value, str) or not pattern.match(value):
-            problems.append(pattern_problem(value, field, text))
+            problems.append(pattern_error(value, field, text))
     auth = body.get("FunctionUrlAuthType")
     if auth is not None and auth not in ("NONE", "AWS_IAM"):
         problems.append(f"Value '{auth}' at 'functionUrlAuthType' failed to satisfy constraint: Member must "

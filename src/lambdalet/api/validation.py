@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from lambdalet.api.errors import invalid, validation
+
 # FunctionName as most operations take it (no dots; $LATEST or an alias/version qualifier).
 FUNCTION_NAME = (r"(arn:(aws[a-zA-Z-]*)?:lambda:)?((eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}:)?"
                  r"(\d{12}:)?(function:)?([a-zA-Z0-9-_]+)(:(\$LATEST|[a-zA-Z0-9-_]+))?")
@@ -119,3 +121,47 @@ def max_items_errors(raw: str | None, limit: int = 10000) -> list[str]:
     if value > limit:
         return [max_value_error(value, "maxItems", limit)]
     return []
+
+
+def check_range(problems: list[str], value: Any, member: str, low: int, high: int) -> None:
+    """Note a problem when value (if given) is not an integer in [low, high], worded as AWS does."""
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        problems.append(f"Value {shown(value)} at '{member}' failed to satisfy constraint: Member must be an integer")
+    elif value > high:
+        problems.append(max_value_error(value, member, high))
+    elif value < low:
+        problems.append(min_value_error(value, member, low))
+
+
+# -- tags (TagResource, CreateFunction's Tags)
+MAX_TAGS = 50
+_TAG_PATTERN = r"([\p{L}\p{Z}\p{N}_.:/=+\-@]*)"
+_TAG_PUNCTUATION = frozenset("_.:/=+-@")
+
+
+def _tag_chars_ok(text: str) -> bool:
+    return all(c.isalpha() or c.isnumeric() or c.isspace() or c in _TAG_PUNCTUATION for c in text)
+
+
+def check_tags(tags: Any, existing: dict[str, str] | None = None) -> dict[str, str]:
+    """The tags a request sets, validated as Lambda does (merged over existing ones for the count)."""
+    if not isinstance(tags, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+        raise invalid("Tags must be a map of strings to strings.")
+    shown = "{" + ", ".join(f"{k}={v}" for k, v in tags.items()) + "}"
+    if not all(1 <= len(k) <= 128 and _tag_chars_ok(k) for k in tags):
+        raise validation([f"Value '{shown}' at 'tags' failed to satisfy constraint: Map keys must satisfy "
+                                "constraint: [Member must have length less than or equal to 128, Member must have "
+                                "length greater than or equal to 1, Member must satisfy regular expression "
+                                f"pattern: {_TAG_PATTERN}]"])
+    if not all(len(v) <= 256 and _tag_chars_ok(v) for v in tags.values()):
+        raise validation([f"Value '{shown}' at 'tags' failed to satisfy constraint: Map value must satisfy "
+                                "constraint: [Member must have length less than or equal to 256, Member must have "
+                                "length greater than or equal to 0, Member must satisfy regular expression "
+                                f"pattern: {_TAG_PATTERN}]"])
+    if any(k.lower().startswith("aws:") for k in tags):  # (AWS's words for this, as EC2 gives them)
+        raise invalid("Tag keys starting with 'aws:' are reserved for internal use")
+    if len({**(existing or {}), **tags}) > MAX_TAGS:
+        raise invalid("Number of tags exceeds function tag limit.")
+    return dict(tags)
