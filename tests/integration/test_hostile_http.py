@@ -400,3 +400,50 @@ def test_a_half_closed_client_gets_a_slow_invoke_answer(server):
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ") and b"\r\nConnection: close" in head
     assert json.loads(body) == {"slept": True}
+
+
+_OPERATIONS = [  # (method, path) of the operations added with versions, aliases, layers, tags, configs
+    ("POST", "/2015-03-31/functions/{f}/versions"), ("POST", "/2015-03-31/functions/{f}/aliases"),
+    ("PUT", "/2015-03-31/functions/{f}/aliases/a"), ("POST", "/2018-10-31/layers/l/versions"),
+    ("PUT", "/2019-09-25/functions/{f}/event-invoke-config"), ("POST", "/2019-09-25/functions/{f}/event-invoke-config"),
+    ("POST", "/2015-03-31/functions/{f}/policy"), ("POST", "/2018-10-31/layers/l/versions/1/policy"),
+    ("POST", "/2017-03-31/tags/arn:aws:lambda:us-east-1:000000000000:function:{f}"),
+    ("PUT", "/2019-09-30/functions/{f}/provisioned-concurrency?Qualifier=1"),
+    ("PUT", "/2024-08-31/functions/{f}/recursion-config"), ("PUT", "/2017-10-31/functions/{f}/concurrency"),
+]
+_BODIES = [b"[" * 100_000 + b"]" * 100_000, b"{not json", b"[]", b'"text"', b"null", b"\xff\xfe",
+           b'{"Name": {"a": [1]}, "FunctionVersion": 7, "RoutingConfig": "x", "Content": 1, "Tags": [1],'
+           b' "DestinationConfig": {"OnSuccess": 5}, "StatementId": null, "Principal": {}, "RecursiveLoop": 1,'
+           b' "ProvisionedConcurrentExecutions": "9", "ReservedConcurrentExecutions": 1e400}']
+_QUERY_VALUES = ["", "%00", "-1", "99999999999999999999", "%FF%FE", "1.5", "a" * 300, "%0d%0aX:1"]
+_QUERIES = ["/2015-03-31/functions/{f}/versions?MaxItems={q}&Marker={q}",
+            "/2015-03-31/functions/{f}/aliases?MaxItems={q}&FunctionVersion={q}",
+            "/2018-10-31/layers?MaxItems={q}&Marker={q}&CompatibleRuntime={q}",
+            "/2015-03-31/functions/{f}?Qualifier={q}", "/2019-09-25/functions/{f}/event-invoke-config/list?MaxItems={q}",
+            "/2015-03-31/functions/{f}/policy?Qualifier={q}", "/2018-10-31/layers/l/versions/{q}",
+            "/2018-10-31/layers?find=LayerVersion&Arn={q}", "/2019-09-30/functions/{f}/provisioned-concurrency?Qualifier={q}"]
+
+
+def test_hostile_input_to_every_newer_operation_is_a_4xx_never_a_5xx(server):
+    """Nested, malformed and mistyped bodies, and garbage query values, on the version, alias, layer,
+    tag, policy and configuration operations: each is answered in AWS's shape, never a 500."""
+    name = unique_name("hostile")
+    create_function(server, name, make_zip({"bootstrap": PY_LOOP}), Publish=True)
+    host, port = server.endpoint.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    answers = []
+    for method, path in _OPERATIONS:
+        for body in _BODIES:
+            conn.request(method, path.format(f=name), body, {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            answers.append((resp.status, method, path, body[:20], resp.read()))
+    for path in _QUERIES:
+        for q in _QUERY_VALUES:
+            for method in ("GET", "DELETE"):
+                conn.request(method, path.format(f=name, q=q))
+                resp = conn.getresponse()
+                answers.append((resp.status, method, path, q[:20], resp.read()))
+    conn.close()
+    assert [a[:4] for a in answers if a[0] >= 500] == []
+    assert all(b'"Type"' in a[4] or a[0] < 400 or a[4] == b"" for a in answers if a[0] != 204), \
+        [a for a in answers if a[0] >= 400 and b'"Type"' not in a[4]][:3]
