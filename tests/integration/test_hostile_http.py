@@ -419,9 +419,11 @@ _QUERY_VALUES = ["", "%00", "-1", "99999999999999999999", "%FF%FE", "1.5", "a" *
 _QUERIES = ["/2015-03-31/functions/{f}/versions?MaxItems={q}&Marker={q}",
             "/2015-03-31/functions/{f}/aliases?MaxItems={q}&FunctionVersion={q}",
             "/2018-10-31/layers?MaxItems={q}&Marker={q}&CompatibleRuntime={q}",
-            "/2015-03-31/functions/{f}?Qualifier={q}", "/2019-09-25/functions/{f}/event-invoke-config/list?MaxItems={q}",
+            "/2015-03-31/functions/{f}?Qualifier={q}",
+            "/2019-09-25/functions/{f}/event-invoke-config/list?MaxItems={q}",
             "/2015-03-31/functions/{f}/policy?Qualifier={q}", "/2018-10-31/layers/l/versions/{q}",
-            "/2018-10-31/layers?find=LayerVersion&Arn={q}", "/2019-09-30/functions/{f}/provisioned-concurrency?Qualifier={q}"]
+            "/2018-10-31/layers?find=LayerVersion&Arn={q}",
+            "/2019-09-30/functions/{f}/provisioned-concurrency?Qualifier={q}"]
 
 
 def test_hostile_input_to_every_newer_operation_is_a_4xx_never_a_5xx(server):
