@@ -833,7 +833,7 @@ async def test_body_after_an_early_413_is_discarded_and_the_connection_stays_usa
     for p in pieces(data[head_end + 100:], 128 * 1024):
         c.send(p)
         await asyncio.sleep(0)
-        assert req._size == 0 and req._chunks == []  # dropped, not buffered
+        assert req._size == 0 and not req._chunks  # dropped, not buffered
     assert not c.transport.paused
     c.send(post("/x", b"small"))
     await until(lambda: c.count() == 2)

@@ -30,6 +30,9 @@ class Sink:
     def append(self, group: str, stream: str, message: str, ts_ms: int) -> None:
         self.messages.append(message)
 
+    def extend(self, group: str, stream: str, ts_ms: int, messages: tuple[str, ...]) -> None:
+        self.messages.extend(messages)
+
 
 def echo_spec(root: Path) -> FunctionSpec:
     task = root / "task"

@@ -117,14 +117,13 @@ class FrontDoor:
     def fast(self, req: Request, resp: Response):
         """Requests that arrived whole: Invoke starts right here; everything else goes to handle()."""
         path = req.path
-        if req.method == "POST" and path.endswith("/invocations") and "x-amz-target" not in req.headers:
-            name = path[len(_INVOKE_PREFIX):-len("/invocations")] if path.startswith(_INVOKE_PREFIX) else ""
-            match = ("invoke", {"name": name}) if name and "/" not in name \
-                else self.lambda_api.match(req.method, path.rstrip("/"))
-            if match is not None and match[0] == "invoke" and url_target(req) is None:
+        if req.method == "POST" and path.startswith(_INVOKE_PREFIX) and path.endswith("/invocations") \
+                and "x-amz-target" not in req.headers:
+            name = path[len(_INVOKE_PREFIX):-len("/invocations")]
+            if name and "/" not in name and url_target(req) is None:  # (anything else: routed by handle())
                 request_id = new_request_id()
                 try:
-                    rest = self.lambda_api.invoke_now(req, resp, request_id, **match[1])
+                    rest = self.lambda_api.invoke_now(req, resp, request_id, name)
                 except AwsError as err:
                     resp.send(err.status, err.body(), err.headers(request_id))
                     return None

@@ -35,9 +35,9 @@ _FORBIDDEN = (b'{"Message":"Forbidden. For troubleshooting Function URL authoriz
 
 def url_target(req: Request) -> tuple[str, str] | None:
     """(url id, raw path below the URL) when the request is for a function URL."""
-    host = req.headers.get("host", "").split(":")[0]
+    host = req.headers.get("host", "")
     if ".lambda-url." in host:
-        return host.split(".", 1)[0], req.raw_path or "/"
+        return host.split(":")[0].split(".", 1)[0], req.raw_path or "/"
     if req.raw_path.startswith(PATH_PREFIX):
         rest = req.raw_path[len(PATH_PREFIX):]
         url_id, slash, path = rest.partition("/")

@@ -76,14 +76,10 @@ class Invoker:
     def start_now(self, rec: Target, inv: Invocation) -> bool:
         """Start inv without suspending, when that keeps Lambda's semantics; False to use start()."""
         self.prepare(rec)
-        key = rec.pool_key
-        if self.scheduler.should_wait(key):
-            return False
         try:
-            self.scheduler.start(key, inv)
+            return self.scheduler.start_now(rec.pool_key, inv)
         except Throttled as exc:
             raise throttled_error(exc) from None
-        return True
 
     async def invoke(self, rec: Target, inv: Invocation, *, wait_done: bool = False) -> Outcome:
         """Run inv and return its buffered outcome."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import json
 import re
 from typing import Any
@@ -258,12 +259,7 @@ class LambdaApi:
             except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
                 raise AwsError(400, "InvalidRequestContentException",
                                "Client context must be a valid Base64-encoded JSON object.") from None
-        version = rec.version
-        if request_id is None:
-            return Invocation(payload=payload, invoked_arn=arn, client_context=client_context,
-                              executed_version=version)
-        return Invocation(payload=payload, invoked_arn=arn, client_context=client_context, request_id=request_id,
-                          executed_version=version)
+        return Invocation(payload, arn, request_id, client_context=client_context, executed_version=rec.version)
 
     async def _payload(self, req: Request, limit: int) -> bytes:
         try:
@@ -292,8 +288,8 @@ class LambdaApi:
         inv = self._invocation(req, rec, arn, _check_payload(payload), rid)
         # Dispatched now, the answer goes out from the outcome's callback: no task waits for it. (Set
         # first: a platform fault may fail the invocation before start_now() returns.)
-        inv.on_outcome = lambda outcome: self._deliver(resp, inv, outcome)
-        inv.on_failure = lambda exc: self._send_failure(resp, rid, exc)
+        inv.on_outcome = functools.partial(self._deliver, resp, inv)
+        inv.on_failure = functools.partial(self._send_failure, resp, rid)
         if not self.invoker.start_now(rec, inv):
             inv.on_outcome = lambda outcome: self._send_outcome(resp, inv, outcome)
             inv.on_failure = None

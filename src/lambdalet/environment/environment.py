@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import enum
 import logging
-import math
 import os
 import secrets
 import shutil
@@ -33,6 +32,7 @@ from lambdalet.invocation import Invocation, Outcome, error_document
 from lambdalet.runtime_api import RuntimeApiServer, RuntimeSession
 
 log = logging.getLogger("lambdalet.environment")
+_MiB = 1024 * 1024
 
 
 class EnvState(enum.Enum):
@@ -84,6 +84,8 @@ class ExecutionEnvironment:
         self._init_error: tuple[str, bytes] | None = None
         self._init_task: asyncio.Task[None] | None = None
         self._log_group = spec.log_group
+        self._bills_init = spec.runtime.startswith("provided")  # (a provided runtime's cold start bills its init)
+        self._began_ms = 0  # the epoch ms the current invocation started at
         try:  # (asyncio.get_running_loop() costs a getpid() syscall on Python 3.11: asked once)
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -98,6 +100,14 @@ class ExecutionEnvironment:
     # ---------------------------------------------------------------- logs
     def _platform(self, line: str) -> None:
         self.emit(line + "\n")
+
+    def _platform_lines(self, ts_ms: int, lines: tuple[str, ...]) -> None:
+        """Record platform events that share a timestamp (START; END and REPORT): one call to the sink."""
+        self.sink.extend(self._log_group, self.log_stream, ts_ms, lines)
+        inv = self._current
+        if inv is not None and inv.log_tail is not None:
+            for line in lines:
+                inv.log_tail.append(line)
 
     def emit(self, message: str) -> None:
         """Record one log event (CloudWatch keeps each event's trailing newline, as Lambda sends it)."""
@@ -138,6 +148,13 @@ class ExecutionEnvironment:
         """Can take an invocation now (possibly after waiting for its Init phase)."""
         return not self.retired and not self.waiting_invoke and self.state in (
             EnvState.READY, EnvState.INITIALIZING, EnvState.FAILED)
+
+    def claim_ready(self) -> bool:
+        """Claim the environment for an invocation if it is Ready and free (nobody else may pick it)."""
+        if self.state is EnvState.READY and not self.waiting_invoke and not self.retired:
+            self.waiting_invoke = True
+            return True
+        return False
 
     @property
     def finishing(self) -> bool:
@@ -306,7 +323,8 @@ class ExecutionEnvironment:
         self.state = EnvState.BUSY
         self.invocations += 1
         self._current = inv
-        inv.deadline_ms = platform_log.now_ms() + self.spec.timeout_s * 1000
+        self._began_ms = platform_log.now_ms()
+        inv.deadline_ms = self._began_ms + self.spec.timeout_s * 1000
         return time.monotonic()
 
     async def _run_after_init(self, inv: Invocation) -> None:
@@ -381,7 +399,7 @@ class ExecutionEnvironment:
         timer or the process's exit ends it."""
         session, proc = self.session, self.process
         assert session is not None and proc is not None
-        self._platform(platform_log.start(inv.request_id, self.spec.version))
+        self._platform_lines(self._began_ms, (platform_log.start(inv.request_id, self.spec.version) + "\n",))
         loop = self._loop or asyncio.get_running_loop()
         self._watching = (inv, started, init_ms, proc)
         remaining = self.spec.timeout_s - (time.monotonic() - started)
@@ -458,14 +476,15 @@ class ExecutionEnvironment:
 
     def _log_end(self, inv: Invocation, started: float, init_ms: float | None) -> None:
         duration = (time.monotonic() - started) * 1000
-        self._platform(platform_log.end(inv.request_id))
-        peak = self.process.sample_memory(max_age=1.0) if self.process is not None and self.process.alive else 0
-        if self.process is not None:
-            peak = max(peak, self.process.peak_rss)
-        used_mb = max(1, math.ceil(peak / (1024 * 1024)))
-        billed_init = init_ms if self.spec.runtime.startswith("provided") else None
-        billed = platform_log.billed_ms(duration, self.spec.timeout_s, billed_init)
-        self._platform(platform_log.report(inv.request_id, duration, billed, self.spec.memory_mb, used_mb, init_ms))
+        proc = self.process
+        peak = 0
+        if proc is not None:
+            peak = proc.sample_memory(max_age=1.0) if proc.alive else proc.peak_rss
+        used_mb = max(1, -(-peak // _MiB))
+        billed = platform_log.billed_ms(duration, self.spec.timeout_s, init_ms if self._bills_init else None)
+        self._platform_lines(platform_log.now_ms(), (
+            platform_log.end(inv.request_id) + "\n",
+            platform_log.report(inv.request_id, duration, billed, self.spec.memory_mb, used_mb, init_ms) + "\n"))
 
     async def stop(self) -> None:
         """End the environment: its process tree, its Runtime API port, its temporary files."""

@@ -29,6 +29,8 @@ class LogSink(Protocol):
 
     def append(self, group: str, stream: str, message: str, ts_ms: int) -> None: ...
 
+    def extend(self, group: str, stream: str, ts_ms: int, messages: tuple[str, ...]) -> None: ...
+
 
 @dataclass
 class FunctionSpec:

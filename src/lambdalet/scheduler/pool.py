@@ -80,6 +80,16 @@ class FunctionPool:
                 best = env
         return best
 
+    def take_ready(self) -> ExecutionEnvironment | None:
+        """Claim the most recently used Ready environment (a provisioned one first), if there is one:
+        the warm path's whole pick."""
+        for ready in (self.ready_provisioned, self.ready):
+            while ready:
+                env = ready.pop()
+                if env.claim_ready():
+                    return env
+        return None
+
     def take(self, env: ExecutionEnvironment) -> None:
         """Claim env, picked: no other invocation may pick it."""
         ready = self.ready_provisioned if env.provisioned else self.ready
@@ -229,6 +239,18 @@ class Scheduler:
         """True when no environment is free but one is about to be (see FINISHING_GRACE_S)."""
         pool = self.pools[name]
         return pool.pick() is None and any(e.finishing for e in pool.envs)
+
+    def start_now(self, name: str, inv: Invocation) -> bool:
+        """Start inv on an environment now, unless it should wait for one that is finishing (False:
+        use invoke()). A warm environment gets it before this returns."""
+        pool = self.pools[name]
+        env = pool.take_ready() if pool.reserved is None else None
+        if env is None:
+            if self.should_wait(name):
+                return False
+            env = self.acquire(name)
+        env.run(inv, functools.partial(self._after_invoke, pool, env))
+        return True
 
     def start(self, name: str, inv: Invocation) -> ExecutionEnvironment:
         """Start inv on an environment now; a warm one gets it before this returns."""

@@ -81,6 +81,18 @@ class LogStore:
         if self._count >= self._flush_at:
             self.flush()
 
+    def extend(self, group: str, stream: str, ts_ms: int, messages: tuple[str, ...]) -> None:
+        """Append events that share a timestamp (a platform's START, or END and REPORT)."""
+        key = (group, stream)
+        events = self._pending.get(key)
+        if events is None:
+            events = self._open(key, ts_ms)
+        for message in messages:
+            events += (ts_ms, message)
+        self._count += len(messages)
+        if self._count >= self._flush_at:
+            self.flush()
+
     def _open(self, key: tuple[str, str], ts_ms: int) -> list:
         """The pending list of a stream's first event since the last flush; the flush timer is armed
         with the first of them all."""

@@ -66,7 +66,8 @@ def separators(raw: bytes) -> int:
 
 def is_light(raw: bytes) -> bool:
     """True if json.loads(raw) takes at most a few milliseconds, whatever raw holds."""
-    return len(raw) <= INLINE_BYTES and separators(raw) <= INLINE_VALUES
+    size = len(raw)
+    return size <= INLINE_VALUES or (size <= INLINE_BYTES and separators(raw) <= INLINE_VALUES)
 
 
 def heavy_error() -> BodyError:
