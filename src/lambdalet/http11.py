@@ -279,7 +279,7 @@ class Response:
     _bodyless = False  # a streamed answer to HEAD, or a 1xx/204/304: nothing after the head
     _raw = False  # a streamed answer to HTTP/1.0: no chunked encoding, the close ends it
     _on_finish: Callable[[], None] | None = None  # set while the answer is deferred
-    on_lost: Callable[[], None] | None = None  # a deferred answer's client went away
+    on_lost: Callable[[Response], None] | None = None  # a deferred answer's client went away: on_lost(resp)
 
     def __init__(self, proto: HttpProtocol, request: Request) -> None:
         self._proto = proto
@@ -419,7 +419,7 @@ class _Deferred:
 DEFER = _Deferred()
 Handler = Callable[[Request, Response], Awaitable[None]]
 # Called for a request that arrived whole: answers it synchronously and returns None; or returns
-# DEFER and answers later with send() (resp.on_lost is called instead if the client goes first);
+# DEFER and answers later with send() (resp.on_lost(resp) is called instead if the client goes first);
 # or returns what is left to await (usually handler(req, resp)).
 FastHandler = Callable[[Request, Response], Awaitable[None] | _Deferred | None]
 
@@ -676,7 +676,7 @@ class HttpProtocol(asyncio.Protocol):
             self._deferred = None
             resp._on_finish = None
             if resp.on_lost is not None:
-                resp.on_lost()
+                resp.on_lost(resp)
         self.server.forget(self)
 
     def pause_writing(self) -> None:
@@ -846,7 +846,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         req, resp = self._deferred
         self._deferred = None
-        resp._on_finish = resp.on_lost = None  # (on_lost usually holds resp: a cycle left to the GC)
+        resp._on_finish = resp.on_lost = None  # (on_lost may hold what holds resp: a cycle left to the GC)
         if self._close_out(req, resp) and self._queue:
             self._start()
         if self._deferred is None:

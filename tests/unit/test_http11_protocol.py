@@ -1742,7 +1742,7 @@ class Parked:
         resp.send(202, b"ok", [("Content-Type", "text/plain")])
         return None
 
-    def _lost(self) -> None:
+    def _lost(self, resp: Response) -> None:
         self.lost += 1
 
     def release(self, body: bytes = b"event") -> None:

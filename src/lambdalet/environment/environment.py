@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from lambdalet.environment import fork_servers, platform_log
+from lambdalet.environment import deadlines, fork_servers, platform_log
 from lambdalet.environment.leftovers import EnvRecords
 from lambdalet.environment.process import BootstrapProcess, exit_reason
 from lambdalet.environment.sandbox import CGROUP_JOIN_ENV, MemoryCgroup
@@ -77,7 +77,7 @@ class ExecutionEnvironment:
         # The invocation being followed to its end (invoke, started, init ms, process), its deadline timer,
         # and whom to tell when it is over.
         self._watching: tuple[Invocation, float, float | None, BootstrapProcess] | None = None
-        self._deadline: asyncio.TimerHandle | None = None
+        self._deadline: deadlines.Deadline | None = None
         self._on_end: Callable[[Invocation, BaseException | None], None] | None = None
         self._invoke_task: asyncio.Task[None] | None = None
         self._exit_watched: BootstrapProcess | None = None
@@ -403,7 +403,7 @@ class ExecutionEnvironment:
         loop = self._loop or asyncio.get_running_loop()
         self._watching = (inv, started, init_ms, proc)
         remaining = self.spec.timeout_s - (time.monotonic() - started)
-        self._deadline = loop.call_later(max(remaining, 0.0), self._timed_out)
+        self._deadline = deadlines.for_loop(loop).call_at(loop.time() + max(remaining, 0.0), self._timed_out)
         if proc.exited.done():  # it died while idle: this invocation finds out
             loop.call_soon(self._process_exited, proc.exited)
         elif self._exit_watched is not proc:  # once per process: its exit ends whatever runs then
@@ -417,7 +417,8 @@ class ExecutionEnvironment:
             return
         early = self.spec.timeout_s - (time.monotonic() - watched[1])
         if early > 0:  # (the loop's timers may fire up to a millisecond early: the deadline is not past yet)
-            self._deadline = (self._loop or asyncio.get_running_loop()).call_later(early, self._timed_out)
+            loop = self._loop or asyncio.get_running_loop()
+            self._deadline = deadlines.for_loop(loop).call_at(loop.time() + early, self._timed_out)
             return
         self._watching = None
         self._fail_task(self._invoke_failed(*watched, timed_out=True))

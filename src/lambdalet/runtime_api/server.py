@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import json
 import logging
 
@@ -55,6 +54,8 @@ class RuntimeApiServer:
         self.session = session
         self.http = HttpServer(self.handle, self.fast, limits=_LIMITS, error_answer=_protocol_error)
         self.address = ""
+        self._parked: Response | None = None  # the /next the session's next invocation answers
+        self._deliver = self._deliver_parked  # (one bound method: the session knows it by identity)
 
     async def start(self) -> str:
         host, port = await self.http.listen("127.0.0.1", 0)
@@ -70,16 +71,16 @@ class RuntimeApiServer:
         session the moment an invocation is assigned), a buffered /response is answered right away."""
         path = req.path
         if path == _NEXT and req.method == "GET":
-            deliver = functools.partial(self._send_event, resp)
             try:
-                inv = self.session.park_next(deliver)
+                inv = self.session.park_next(self._deliver)
             except RuntimeApiError as err:
                 _error(resp, err)
                 return None
             if inv is not None:
                 self._send_event(resp, inv)
                 return None
-            resp.on_lost = functools.partial(self.session.unpark, deliver)
+            self._parked = resp
+            resp.on_lost = self._next_lost
             return DEFER
         if (req.method == "POST" and path.startswith(_INVOCATION) and path.endswith("/response")
                 and "lambda-runtime-function-response-mode" not in req.headers):
@@ -91,6 +92,17 @@ class RuntimeApiServer:
                 _error(resp, err)
             return None
         return self.handle(req, resp)
+
+    def _deliver_parked(self, inv) -> None:
+        resp, self._parked = self._parked, None
+        if resp is not None:
+            self._send_event(resp, inv)
+
+    def _next_lost(self, resp: Response) -> None:
+        """The parked /next's client went away: the runtime's next /next gets the invocation."""
+        if self._parked is resp:
+            self._parked = None
+            self.session.unpark(self._deliver)
 
     def _buffered_response(self, resp: Response, inv, body: bytes, content_type: str | None) -> None:
         if len(body) > MAX_PAYLOAD:
