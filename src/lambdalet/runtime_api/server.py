@@ -1,4 +1,5 @@
-"""The Runtime API (2018-06-01) over HTTP, served to one bootstrap process on its own loopback port."""
+"""The Runtime API (2018-06-01) over HTTP, served to one bootstrap process on its own loopback port (or on
+127.0.0.1:9001 inside its environment's network namespace: environment/netns.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import binascii
 import functools
 import json
 import logging
+import socket
 
 from lambdalet.http11 import DEFER, BodyTooLarge, HttpServer, Prebuilt, Request, Response, ServerLimits
 from lambdalet.invocation import Outcome, ResponseStream, error_document
@@ -56,8 +58,13 @@ class RuntimeApiServer:
         self.http = HttpServer(self.handle, self.fast, limits=_LIMITS, error_answer=_protocol_error)
         self.address = ""
 
-    async def start(self) -> str:
-        host, port = await self.http.listen("127.0.0.1", 0)
+    async def start(self, sock: socket.socket | None = None) -> str:
+        """Listen on a loopback port of the host, or serve sock (a listening socket of the caller's)."""
+        if sock is None:
+            host, port = await self.http.listen("127.0.0.1", 0)
+        else:
+            host, port = sock.getsockname()[:2]
+            await self.http.serve(sock)
         self.address = f"{host}:{port}"
         return self.address
 
