@@ -222,14 +222,14 @@ def fork_until_next(listener: socket.socket, rounds: int, runtime: str, task: Pa
 class ServedCold:
     """A `lambdalet serve` with one python function; once() makes the next invoke cold and times it."""
 
-    def __init__(self, runtime: str, fork_server: bool) -> None:
+    def __init__(self, runtime: str, fork_server: bool, args: tuple[str, ...] = ()) -> None:
         self.data_dir = tempfile.mkdtemp(prefix="lambdalet-bench-cold-")
         beside = Path(sys.executable).parent / "lambdalet"
         exe = [str(beside)] if beside.exists() else [sys.executable, "-m", "lambdalet.cli"]
         self.port = free_port()
         env = {**os.environ, "LAMBDALET_FORK_SERVER": "1" if fork_server else "0"}
         self.server = subprocess.Popen([*exe, "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                                        "--data-dir", self.data_dir], env=env,
+                                        "--data-dir", self.data_dir, *args], env=env,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         doc = {"FunctionName": "cold", "Runtime": runtime, "Handler": "app.handler",

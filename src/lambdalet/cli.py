@@ -37,7 +37,8 @@ def _serve(args: argparse.Namespace) -> int:
                         account=args.account_id, max_concurrency=args.max_concurrency,
                         idle_timeout_s=args.idle_timeout, async_retry_delay_s=args.async_retry_delay,
                         interpreters=interpreters, memory_limit=not args.no_memory_limit,
-                        keep_alive_s=args.keep_alive_timeout, max_connections=args.max_connections)
+                        keep_alive_s=args.keep_alive_timeout, max_connections=args.max_connections,
+                        isolation=args.isolation)
     try:
         import uvloop
     except ImportError:
@@ -48,7 +49,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _run_server(front_door_cls, settings) -> int:
-    from lambdalet.scheduler import DataDirInUse
+    from lambdalet.scheduler import DataDirInUse, IsolationUnavailable
 
     log = logging.getLogger("lambdalet")
     try:
@@ -58,6 +59,10 @@ async def _run_server(front_door_cls, settings) -> int:
         return 1
     try:
         await front.start()
+    except IsolationUnavailable as exc:
+        log.error("cannot start: %s", exc)
+        await front.close()
+        return 1
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)
         return 1
@@ -186,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"seconds before an idle client connection is closed (default {KEEP_ALIVE_S:g})")
     serve.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
                        help=f"open client connections; more are refused with 503 (default {MAX_CONNECTIONS})")
+    serve.add_argument("--isolation", choices=["auto", "strict", "none"], default="auto",
+                       help="sandbox each execution environment where this host allows it (auto, the default), "
+                            "refuse to start without (strict), or not at all (none)")
     serve.add_argument("-v", "--verbose", action="store_true")
     serve.set_defaults(func=_serve)
 

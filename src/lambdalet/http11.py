@@ -952,6 +952,7 @@ class HttpServer:
         self.connections: set[HttpProtocol] = set()
         self.clock = time.monotonic
         self._sweeper: asyncio.TimerHandle | None = None
+        self._more: list[asyncio.base_events.Server] = []  # serve()'s
 
     def _make_protocol(self) -> HttpProtocol:
         if len(self.connections) >= self.limits.max_connections:
@@ -977,6 +978,16 @@ class HttpServer:
         addr = self.server.sockets[0].getsockname()
         return addr[0], addr[1]
 
+    async def serve(self, sock: socket.socket) -> asyncio.base_events.Server:
+        """Serve connections to a listening socket of the caller's too (e.g. one inside an environment's
+        network namespace), with the same handlers; closing what it returns stops that socket only."""
+        server = await asyncio.get_running_loop().create_server(self._make_protocol, sock=sock, backlog=512)
+        self._more = [s for s in self._more if s.is_serving()]
+        self._more.append(server)
+        if self._sweeper is None:
+            self._schedule_sweep()
+        return server
+
     def _schedule_sweep(self) -> None:
         interval = min(max(self.limits.keep_alive_s / 4, 0.05), 5.0)
         self._sweeper = asyncio.get_running_loop().call_later(interval, self._sweep)
@@ -998,6 +1009,9 @@ class HttpServer:
             self._sweeper = None
         if self.server is not None:
             self.server.close()
+        for server in self._more:
+            server.close()
+        self._more.clear()
         for proto in list(self.connections):
             if proto.transport is not None:
                 proto.transport.abort()

@@ -58,6 +58,11 @@ class Server:
 
 
 def start_server(data_dir: Path, *extra: str) -> Server:
+    """A `lambdalet serve` on data_dir; $LAMBDALET_TEST_ISOLATION (auto | strict | none) picks the tier
+    when extra does not."""
+    tier = os.environ.get("LAMBDALET_TEST_ISOLATION")
+    if tier and "--isolation" not in extra:
+        extra = ("--isolation", tier, *extra)
     port = free_port()
     log_path = data_dir.parent / f"server-{port}.log"
     log_file = open(log_path, "wb")  # noqa: SIM115 - lives as long as the server

@@ -24,7 +24,7 @@ from lambdalet.api.tags_policies import TagsPoliciesApi
 from lambdalet.http11 import DEFER, BodyTooLarge, HttpServer, Request, Response, ServerLimits
 from lambdalet.invocation import new_request_id
 from lambdalet.limits import KEEP_ALIVE_S, MAX_API_REQUEST, MAX_CONNECTIONS, MAX_HEAD_BYTES
-from lambdalet.scheduler import Limits, Scheduler
+from lambdalet.scheduler import Limits, Scheduler, start_network_isolation
 from lambdalet.store import (
     AsyncEventQueue,
     CodeStore,
@@ -59,6 +59,7 @@ class Settings:
     memory_limit: bool = True
     keep_alive_s: float = KEEP_ALIVE_S
     max_connections: int = MAX_CONNECTIONS
+    isolation: str = "auto"  # auto | strict | none
 
 
 class FrontDoor:
@@ -102,6 +103,8 @@ class FrontDoor:
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
         self.functions.endpoint_url = f"http://{host}:{self.address[1]}"
+        # Environments in network namespaces reach this API on 127.0.0.1:<port> of their own.
+        log.info("%s", start_network_isolation(self.settings.isolation, self.address[1], self.http.serve))
         self.scheduler.start_reaper()
         self.invoker.start_worker()
         self.lambda_api.provisioned.refresh_all()

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 
 from lambdalet.environment import deadlines, fork_servers, platform_log
 from lambdalet.environment.leftovers import EnvRecords
+from lambdalet.environment.netns import NAMESPACES, RUNTIME_API_PORT, NetNamespace
 from lambdalet.environment.process import BootstrapProcess, exit_reason
 from lambdalet.environment.sandbox import CGROUP_JOIN_ENV, MemoryCgroup
 from lambdalet.environment.spec import INIT_TIMEOUT_S, FunctionSpec, LogSink
@@ -96,6 +97,7 @@ class ExecutionEnvironment:
         self.on_idle: Callable[[], None] | None = None  # told when the environment can take work again
         self.cgroup: MemoryCgroup | None = None
         self._cgroup_delegated = False  # the runtime moves itself into self.cgroup (LaunchSpec.joins_cgroup)
+        self.netns: NetNamespace | None = None  # its network namespace, for its whole life (environment/netns.py)
 
     # ---------------------------------------------------------------- logs
     def _platform(self, line: str) -> None:
@@ -235,7 +237,12 @@ class ExecutionEnvironment:
         self._ready = asyncio.get_running_loop().create_future()
         self.session = RuntimeSession(self)
         self.server = RuntimeApiServer(self.session)
-        address = await self.server.start()
+        try:
+            sock = await self._runtime_api_socket()
+        except OSError as exc:
+            log.error("environment %s: %s", self.id, exc)
+            return InitFailure("error", "Runtime.Unknown", str(exc))
+        address = await self.server.start(sock)
         env = self.spec.base_environment(address, self.log_stream, self.tmp_dir)
         try:
             launch = self.spec.launch()
@@ -268,20 +275,39 @@ class ExecutionEnvironment:
         if launch is not None and launch.fork_server:
             self.process = await fork_servers.fork_process(
                 launch.fork_server, argv, cwd=self.spec.task_root, env=env, emit=self.emit,
-                telemetry_fd=telemetry,
+                telemetry_fd=telemetry, netns_fd=self.netns.fd if self.netns is not None else None,
             )
         try:
             if self.process is None:
-                self.process = BootstrapProcess.spawn(
-                    argv, executable=executable, cwd=self.spec.task_root, env=env, emit=self.emit,
-                    telemetry_fd=telemetry,
-                )
+                with self.netns.entered() if self.netns is not None else contextlib.nullcontext():
+                    self.process = BootstrapProcess.spawn(
+                        argv, executable=executable, cwd=self.spec.task_root, env=env, emit=self.emit,
+                        telemetry_fd=telemetry,
+                    )
         except OSError as exc:
             return InitFailure("error", "Runtime.InvalidEntrypoint",
                                f"fork/exec {argv[0]}: {(exc.strerror or str(exc)).lower()}", retry=False)
         if self.records is not None:
             self.records.record(self.id, self.process.pid, self.cgroup.path if self.cgroup is not None else None)
         return None
+
+    async def _runtime_api_socket(self):
+        """127.0.0.1:9001 in the environment's network namespace (taken on its first spawn), or None where
+        environments have none (the Runtime API then listens on a port of the host's loopback)."""
+        if not NAMESPACES.enabled:
+            return None
+        if self.netns is None:
+            netns = await NAMESPACES.take()
+            if self.state is EnvState.STOPPED:  # stopped while it waited
+                netns.close()
+                raise OSError("environment stopped")
+            self.netns = netns
+        return self.netns.listen("127.0.0.1", RUNTIME_API_PORT)
+
+    def _close_netns(self) -> None:
+        if self.netns is not None:
+            self.netns.close()
+            self.netns = None
 
     async def _end_process(self, grace: float = 2.0) -> None:
         proc, server = self.process, self.server
@@ -495,6 +521,7 @@ class ExecutionEnvironment:
         if self._init_task is not None and not self._init_task.done() and not self.waiting_invoke:
             self._init_task.cancel()
         await self._end_process(grace=0.3)
+        self._close_netns()
         # Emptying a cgroup and deleting /tmp (up to gigabytes) must not hold up every other invocation.
         await asyncio.to_thread(self._release)
 
@@ -513,6 +540,7 @@ class ExecutionEnvironment:
             self.process.kill_now()
         if self.server is not None:
             self.server.close()
+        self._close_netns()
         self._release()
 
 

@@ -33,6 +33,7 @@ log = logging.getLogger("lambdalet.fork_servers")
 START_TIMEOUT_S = 5.0
 MAX_FAILURES = 3  # fork server deaths/start failures after which a command is spawned only
 SOCKET_FD_ENV = "_LAMBDALET_FORK_SERVER_FD"  # read by runtimes/python/lambdalet_runtime/fork_server.py
+NETNS_ENV = "_LAMBDALET_NETNS"  # in a fork request: its last fd is a network namespace for the child to join
 
 
 def enabled() -> bool:
@@ -153,11 +154,14 @@ class ForkServer:
         self._output.close()
 
     async def fork(self, argv: list[str], args: list[str], *, cwd: str, env: dict[str, str],
-                   emit: Callable[[str], None], telemetry_fd: bool) -> ForkedProcess:
-        """Fork a child running argv (sys.argv[1:] = args); raises OSError/ConnectionError on failure."""
+                   emit: Callable[[str], None], telemetry_fd: bool, netns_fd: int | None = None) -> ForkedProcess:
+        """Fork a child running argv (sys.argv[1:] = args), in the network namespace netns_fd if given
+        (the child joins it before anything else); raises OSError/ConnectionError on failure."""
         if self.dead:
             raise ConnectionError("fork server exited")
-        env = {k: v for k, v in env.items() if k != "_LAMBDA_TELEMETRY_LOG_FD"}
+        env = {k: v for k, v in env.items() if k not in ("_LAMBDA_TELEMETRY_LOG_FD", NETNS_ENV)}
+        if netns_fd is not None:
+            env[NETNS_ENV] = "1"
         fields = [cwd, str(len(argv)), *argv, str(len(args)), *args, *(f"{k}={v}" for k, v in env.items())]
         payload = b"\0".join(os.fsencode(f) for f in fields)
         out_r, out_w = os.pipe()
@@ -167,7 +171,8 @@ class ForkServer:
         fds = [out_w] + ([frame_w] if frame_w >= 0 else [])
         try:
             reply: asyncio.Future[int] = self.loop.create_future()
-            self.sock.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _ints(fds))])
+            sent = fds if netns_fd is None else [*fds, netns_fd]
+            self.sock.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _ints(sent))])
             self._replies.append(reply)  # the fork server answers requests in the order they were sent
             pid = await asyncio.wait_for(reply, START_TIMEOUT_S)
         except BaseException:
@@ -201,9 +206,10 @@ _failures: dict[tuple, int] = {}
 
 async def fork_process(
     fork_server: list[str], argv: list[str], *, cwd: str, env: dict[str, str],
-    emit: Callable[[str], None], telemetry_fd: bool = False,
+    emit: Callable[[str], None], telemetry_fd: bool = False, netns_fd: int | None = None,
 ) -> BootstrapProcess | None:
-    """argv forked from the fork server started by `fork_server`, or None (then spawn argv as usual).
+    """argv forked from the fork server started by `fork_server`, or None (then spawn argv as usual);
+    in the network namespace netns_fd, if given.
 
     argv must be the fork server's command with its last argument (the mode flag) replaced by the child's
     arguments. The fork server is started by the first call, which returns None (that start is exec'd while
@@ -235,7 +241,8 @@ async def fork_process(
     if not server.ready:
         return None
     try:
-        return await server.fork(argv, argv[prefix:], cwd=cwd, env=env, emit=emit, telemetry_fd=telemetry_fd)
+        return await server.fork(argv, argv[prefix:], cwd=cwd, env=env, emit=emit, telemetry_fd=telemetry_fd,
+                                 netns_fd=netns_fd)
     except (OSError, TimeoutError, ValueError) as exc:  # ConnectionError is an OSError
         log.warning("fork server %s failed (%s): spawning instead", fork_server[0], exc)
         _failures[key] = _failures.get(key, 0) + 1

@@ -1,4 +1,5 @@
-"""The Runtime API (2018-06-01) over HTTP, served to one bootstrap process on its own loopback port."""
+"""The Runtime API (2018-06-01) over HTTP, served to one bootstrap process on its own loopback port (or on
+127.0.0.1:9001 inside its environment's network namespace: environment/netns.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import base64
 import binascii
 import json
 import logging
+import socket
 
 from lambdalet.http11 import DEFER, BodyTooLarge, HttpServer, Prebuilt, Request, Response, ServerLimits
 from lambdalet.invocation import Outcome, ResponseStream, error_document
@@ -57,8 +59,13 @@ class RuntimeApiServer:
         self._parked: Response | None = None  # the /next the session's next invocation answers
         self._deliver = self._deliver_parked  # (one bound method: the session knows it by identity)
 
-    async def start(self) -> str:
-        host, port = await self.http.listen("127.0.0.1", 0)
+    async def start(self, sock: socket.socket | None = None) -> str:
+        """Listen on a loopback port of the host, or serve sock (a listening socket of the caller's)."""
+        if sock is None:
+            host, port = await self.http.listen("127.0.0.1", 0)
+        else:
+            host, port = sock.getsockname()[:2]
+            await self.http.serve(sock)
         self.address = f"{host}:{port}"
         return self.address
 

@@ -6,7 +6,10 @@ socket whose fd number is in $_LAMBDALET_FORK_SERVER_FD. Messages (fields are NU
 - fork server -> lambdalet: ``R`` once ready; ``P <pid>`` per fork; ``X <reason>`` when a fork failed;
   ``E <pid> <wait status>`` when a forked child exited (it is reaped here, its parent).
 - lambdalet -> fork server: cwd, len(argv), *argv, len(args), *args, *env entries ("KEY=value"), with the
-  stdout/stderr pipe and optionally the telemetry pipe as SCM_RIGHTS.
+  stdout/stderr pipe, optionally the telemetry pipe and, when the entry ``_LAMBDALET_NETNS=1`` is there,
+  last a network namespace as SCM_RIGHTS. The child joins that namespace (setns) before anything else, so
+  the runtime's 127.0.0.1:9001 is its environment's; a child that cannot join exits 127 rather than run
+  outside it.
 
 serve() returns only in a forked child, set up as an exec'd bootstrap would be (own session, cwd,
 stdio, environment, sys.argv); the caller then runs the bootstrap's main, so the child's exit
@@ -24,16 +27,18 @@ import os
 import sys
 
 SOCKET_FD_ENV = "_LAMBDALET_FORK_SERVER_FD"
+NETNS_ENV = "_LAMBDALET_NETNS"
+_CLONE_NEWNET = 0x40000000
 _MAX_REQUEST = 1 << 20
 _PR_SET_PDEATHSIG = 1
 
 
-def _pdeathsig_setter():
-    """libc's prctl, to ask for SIGKILL when the parent dies; None where there is none (not Linux)."""
+def _libc_function(name: str):
+    """A function of libc (prctl, setns); None where there is none (not Linux)."""
     try:
         import ctypes
 
-        return ctypes.CDLL(None, use_errno=True).prctl
+        return getattr(ctypes.CDLL(None, use_errno=True), name)
     except (ImportError, OSError, AttributeError):
         return None
 
@@ -59,7 +64,8 @@ def serve(keep_modules: set[str]) -> None:
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET, 0, fd)
     os.set_inheritable(fd, False)
     startup_env = dict(os.environ)
-    prctl = _pdeathsig_setter()
+    prctl = _libc_function("prctl")
+    setns = _libc_function("setns")
     if prctl is not None:  # lambdalet dying first is seen anyway: the socket closes
         prctl(_PR_SET_PDEATHSIG, _signal.SIGKILL)
     me = os.getpid()
@@ -77,7 +83,7 @@ def serve(keep_modules: set[str]) -> None:
     _signal.signal(_signal.SIGCHLD, reap)
     _send(sock, b"R")
     while True:
-        data, ancdata, _flags, _addr = sock.recvmsg(_MAX_REQUEST, _socket.CMSG_SPACE(8))
+        data, ancdata, _flags, _addr = sock.recvmsg(_MAX_REQUEST, _socket.CMSG_SPACE(12))
         if not data:
             os._exit(0)
         fds: list[int] = []
@@ -95,14 +101,15 @@ def serve(keep_modules: set[str]) -> None:
             _die_with_parent(prctl, me)
             _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
             sock.close()
-            _become_child(data, fds, startup_env, keep_modules)
+            _become_child(data, fds, startup_env, keep_modules, setns)
             return
         for fd in fds:
             os.close(fd)
         _send(sock, b"P %d" % pid)
 
 
-def _become_child(request: bytes, fds: list[int], startup_env: dict[str, str], keep_modules: set[str]) -> None:
+def _become_child(request: bytes, fds: list[int], startup_env: dict[str, str], keep_modules: set[str],
+                  setns) -> None:
     fields = [os.fsdecode(f) for f in request.split(b"\0")]
     cwd = fields[0]
     n = int(fields[1])
@@ -110,6 +117,12 @@ def _become_child(request: bytes, fds: list[int], startup_env: dict[str, str], k
     m = int(fields[2 + n])
     args = fields[3 + n : 3 + n + m]
     env = dict(entry.split("=", 1) for entry in fields[3 + n + m :] if "=" in entry)
+    if env.pop(NETNS_ENV, None) is not None:
+        netns = fds.pop()
+        if setns is None or setns(netns, _CLONE_NEWNET) != 0:
+            os.write(2, b"lambdalet fork server: cannot join the environment's network namespace\n")
+            os._exit(127)
+        os.close(netns)
     try:
         os.setsid()
         os.chdir(cwd)
