@@ -38,7 +38,7 @@ def _serve(args: argparse.Namespace) -> int:
                         idle_timeout_s=args.idle_timeout, async_retry_delay_s=args.async_retry_delay,
                         interpreters=interpreters, memory_limit=not args.no_memory_limit,
                         keep_alive_s=args.keep_alive_timeout, max_connections=args.max_connections,
-                        isolation=args.isolation)
+                        isolation=args.isolation, auth_file=args.auth)
     try:
         import uvloop
     except ImportError:
@@ -49,11 +49,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _run_server(front_door_cls, settings) -> int:
+    from lambdalet.api import ConfigError
     from lambdalet.scheduler import DataDirInUse, IsolationUnavailable
 
     log = logging.getLogger("lambdalet")
     try:
         front = front_door_cls(settings)
+    except ConfigError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
     except DataDirInUse as exc:
         log.error("cannot start: %s", exc)
         return 1
@@ -72,7 +76,8 @@ async def _run_server(front_door_cls, settings) -> int:
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)
     host, port = front.address[0], front.address[1]
-    log.info("lambdalet serving on http://%s:%s (data dir %s)", host, port, os.path.abspath(settings.data_dir))
+    log.info("lambdalet serving on http://%s:%s (data dir %s)%s", host, port, os.path.abspath(settings.data_dir),
+             f"; every API call must be signed with a key of {settings.auth_file}" if settings.auth_file else "")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -87,7 +92,19 @@ async def _run_server(front_door_cls, settings) -> int:
 
 def _request(endpoint: str, method: str, path: str, body: bytes | None = None,
              headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    req = urllib.request.Request(endpoint.rstrip("/") + path, data=body, method=method, headers=headers or {})
+    """One call to a running lambdalet, signed (SigV4) when AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
+    are set, as a server started with --auth wants."""
+    url = endpoint.rstrip("/") + path
+    headers = headers or {}
+    key_id, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if key_id and secret:
+        from lambdalet.sigv4 import sign
+
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        service = "logs" if headers.get("X-Amz-Target", "").startswith("Logs_") else "lambda"
+        headers = sign(method, url, headers, body or b"", key_id, secret, os.environ.get("AWS_SESSION_TOKEN"),
+                       region, service)
+    req = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=960) as resp:
             return resp.status, dict(resp.headers.items()), resp.read()
@@ -194,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--isolation", choices=["auto", "strict", "none"], default="auto",
                        help="sandbox each execution environment where this host allows it (auto, the default), "
                             "refuse to start without (strict), or not at all (none)")
+    serve.add_argument("--auth", metavar="CREDENTIALS_FILE",
+                       help="verify AWS SigV4 on every API call against the access keys of this AWS "
+                            "shared-credentials file (required when --host is not a loopback address)")
     serve.add_argument("-v", "--verbose", action="store_true")
     serve.set_defaults(func=_serve)
 

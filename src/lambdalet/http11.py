@@ -204,6 +204,30 @@ class Request:
             return chunks[0]
         return self._take()
 
+    def peek_now(self) -> bytes:
+        """The whole body of a request that has arrived completely, left in place for body_now() or read()."""
+        if not self._complete or self._error is not None:
+            raise RuntimeError("request body is not complete")
+        chunks = self._chunks
+        if len(chunks) == 1 and type(chunks[0]) is bytes:
+            return chunks[0]
+        body = b"".join(chunks)
+        self._chunks = [body] if body else []
+        return body
+
+    async def peek(self, limit: int) -> bytes | None:
+        """The whole body once it has arrived, left in place for the handler; None past limit bytes."""
+        declared = self._declared_size()
+        if declared is not None and declared > limit:
+            return None
+        while not self._complete:
+            if self._size > limit:
+                return None
+            await self._wait()
+        if self._error is not None:
+            raise ConnectionError(str(self._error))
+        return None if self._size > limit else self.peek_now()
+
     async def read(self, limit: int | None = None) -> bytes:
         """The whole body. Raises BodyTooLarge as soon as it is known to exceed limit bytes."""
         if limit is not None:

@@ -102,7 +102,8 @@ def test_forked_runtime_looks_like_an_exec_one(pair: tuple[Server, Server]) -> N
     differing = {"AWS_LAMBDA_RUNTIME_API", "AWS_LAMBDA_LOG_STREAM_NAME", "AWS_LAMBDA_FUNCTION_NAME", "_HANDLER",
                  "LAMBDA_TASK_ROOT", "TMPDIR", "AWS_ENDPOINT_URL_LAMBDA", "AWS_ENDPOINT_URL_LOGS",
                  "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", "AWS_LAMBDA_LOG_GROUP_NAME", "_X_AMZN_TRACE_ID",
-                 "PWD", "PATH", "LD_LIBRARY_PATH"}  # (these hold the data dir's paths)
+                 "PWD", "PATH", "LD_LIBRARY_PATH",  # (these hold the data dir's paths)
+                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}  # (each environment's own)
     assert set(forked["env"]) == set(spawned["env"])
     for key in set(forked["env"]) - differing:
         assert forked["env"][key] == spawned["env"][key], key

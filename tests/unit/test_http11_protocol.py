@@ -1825,3 +1825,50 @@ async def test_eof_with_nothing_in_flight_or_mid_request_closes():
     partial = h.connect()
     partial.send(b"POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
     assert partial.transport.protocol.eof_received() is None
+
+
+# -- peeking at a body (the front door's signature check), leaving it for the handler ------------------
+
+
+@pytest.mark.parametrize("size", [0, 10, PAUSE_AT + 1])
+@pytest.mark.parametrize("encoding", ["content-length", "chunked"])
+@aio
+async def test_peek_leaves_the_body_for_read(size, encoding):
+    peeked = []
+
+    async def handler(req, resp):
+        peeked.append(await req.peek(4 * MiB))
+        body = await req.read()
+        resp.send(200, b"%d %d" % (len(peeked[0]), len(body)))
+
+    h = Harness(handler)
+    c = h.connect()
+    body = body_of(size)
+    data = post("/p", body) if encoding == "content-length" else post_chunked("/p", pieces(body, 4096))
+    for p in pieces(data, 64 * 1024):  # arriving in pieces: the slow handler peeks while it comes
+        c.send(p)
+        await asyncio.sleep(0)
+    await until(lambda: c.count(), timeout=10)
+    assert c.answers()[0].body == b"%d %d" % (size, size) and peeked == [body]
+
+
+@aio
+async def test_peek_past_its_limit_says_none_and_peek_now_leaves_the_body():
+    async def handler(req, resp):
+        resp.send(200, b"none" if await req.peek(10) is None else b"some")
+
+    h = Harness(handler)
+    c = h.connect()
+    c.send(post("/big", b"x" * 11)[:-1])  # declared too large: known before it has arrived
+    await until(lambda: c.count())
+    assert c.answers()[0].body == b"none"
+
+    def fast(req, resp):
+        first = req.peek_now()
+        resp.send(200, first + b"|" + req.body_now())
+
+    h = Harness(fast=fast)
+    c = h.connect()
+    c.send(post_chunked("/f", [b"ab", b"cd"]))
+    await until(lambda: c.count())
+    assert c.answers()[0].body == b"abcd|abcd"

@@ -10,6 +10,7 @@ import re
 import resource
 from dataclasses import dataclass, field
 
+from lambdalet.api.auth import ApiAuth, is_loopback
 from lambdalet.api.destinations import Destinations
 from lambdalet.api.errors import AwsError, protocol_error, request_too_large, service_error
 from lambdalet.api.event_configs import EventConfigApi, EventInvokeConfigs
@@ -21,6 +22,7 @@ from lambdalet.api.layers import FunctionLayers, LayersApi
 from lambdalet.api.logs_api import TARGET_PREFIX, LogsApi
 from lambdalet.api.recursion_config import RecursionConfigApi
 from lambdalet.api.tags_policies import TagsPoliciesApi
+from lambdalet.credentials import CredentialStore, load_credentials_file
 from lambdalet.http11 import DEFER, BodyTooLarge, HttpServer, Request, Response, ServerLimits
 from lambdalet.invocation import new_request_id
 from lambdalet.limits import KEEP_ALIVE_S, MAX_API_REQUEST, MAX_CONNECTIONS, MAX_HEAD_BYTES
@@ -60,6 +62,11 @@ class Settings:
     keep_alive_s: float = KEEP_ALIVE_S
     max_connections: int = MAX_CONNECTIONS
     isolation: str = "auto"  # auto | strict | none
+    auth_file: str | None = None  # the operator's access keys: every API call must be signed with one
+
+
+class ConfigError(ValueError):
+    """Settings lambdalet refuses to start with (the message says why)."""
 
 
 class FrontDoor:
@@ -67,13 +74,14 @@ class FrontDoor:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.credentials, self.auth = _auth(settings)
         data = os.path.abspath(settings.data_dir)
         for sub in ("code", "opt", "tmp"):
             os.makedirs(os.path.join(data, sub), exist_ok=True)
         self.db = connect(os.path.join(data, "lambdalet.db"))
         self.logs = LogStore(self.db)
         self.scheduler = Scheduler(self.logs, os.path.join(data, "tmp"),
-                                   Limits(settings.max_concurrency, settings.idle_timeout_s))
+                                   Limits(settings.max_concurrency, settings.idle_timeout_s), self.credentials)
         self.scheduler.claim_data_dir(data)  # one server per data dir; ends what a killed one left running
         layer_store = LayerStore(self.db)
         layers = FunctionLayers(layer_store, os.path.join(data, "opt.layers"), os.path.join(data, "opt"),
@@ -92,7 +100,7 @@ class FrontDoor:
                                     LayersApi(layer_store, code, settings.region, settings.account),
                                     TagsPoliciesApi(self.functions, policies))
         self.logs_api = LogsApi(self.logs, settings.region, settings.account)
-        self.urls = FunctionUrls(self.functions, self.invoker)
+        self.urls = FunctionUrls(self.functions, self.invoker, self.auth)
         limits = ServerLimits(MAX_HEAD_BYTES, settings.keep_alive_s, _connection_cap(settings.max_connections))
         self.http = HttpServer(self.handle, self.fast, limits=limits, error_answer=protocol_error)
         self.address = ("", 0)
@@ -118,7 +126,9 @@ class FrontDoor:
         self.db.close()
 
     def fast(self, req: Request, resp: Response):
-        """Requests that arrived whole: Invoke starts right here; everything else goes to handle()."""
+        """Requests that arrived whole: Invoke starts right here; everything else goes to _serve()."""
+        if self.auth is not None and self.auth.refuse(req, resp):  # (auth off: this one test)
+            return None
         path = req.path
         if req.method == "POST" and path.startswith(_INVOKE_PREFIX) and path.endswith("/invocations") \
                 and "x-amz-target" not in req.headers:
@@ -133,9 +143,15 @@ class FrontDoor:
                 if rest is DEFER:
                     return DEFER
                 return self._answer_errors(rest, req, resp, request_id)
-        return self.handle(req, resp)
+        return self._serve(req, resp)
 
     async def handle(self, req: Request, resp: Response) -> None:
+        """Requests whose body is still arriving."""
+        if self.auth is not None and await self.auth.refuse_later(req, resp):
+            return
+        await self._serve(req, resp)
+
+    async def _serve(self, req: Request, resp: Response) -> None:
         request_id = new_request_id()
         await self._answer_errors(self._route(req, resp, request_id), req, resp, request_id)
 
@@ -183,6 +199,21 @@ class FrontDoor:
             resp.send(200, b'{"status":"ok"}', {"Content-Type": "application/json"})
             return
         raise AwsError(404, "UnknownOperationException", f"Unknown operation {req.method} {req.path}")
+
+
+def _auth(settings: Settings) -> tuple[CredentialStore, ApiAuth | None]:
+    """The key store, and the verifier when calls must be signed: with --auth, and always off loopback."""
+    if settings.auth_file is None:
+        if not is_loopback(settings.host):
+            shown = settings.host or "''"
+            raise ConfigError(f"--host {shown} is not a loopback address: there every call must "
+                              "be signed, so lambdalet serve needs --auth <credentials file> (see the README)")
+        return CredentialStore(), None
+    try:
+        store = CredentialStore(load_credentials_file(settings.auth_file))
+    except ValueError as exc:
+        raise ConfigError(f"--auth: {exc}") from None
+    return store, ApiAuth(store, settings.region)
 
 
 def _connection_cap(wanted: int) -> int:

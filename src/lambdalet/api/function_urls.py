@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from lambdalet.api.errors import AwsError
@@ -22,6 +22,9 @@ from lambdalet.api.invoker import Invoker
 from lambdalet.http11 import BodyTooLarge, Request, Response, valid_field
 from lambdalet.invocation import Invocation, Outcome, ResponseStream
 from lambdalet.limits import MAX_PAYLOAD
+
+if TYPE_CHECKING:
+    from lambdalet.api.auth import ApiAuth
 
 PATH_PREFIX = "/lambda-url/"
 HTTP_INTEGRATION = "application/vnd.awslambda.http-integration-response"
@@ -186,9 +189,10 @@ def _server_error(resp: Response) -> None:
 class FunctionUrls:
     """Serves function URLs for every function that has one."""
 
-    def __init__(self, functions: FunctionManager, invoker: Invoker) -> None:
+    def __init__(self, functions: FunctionManager, invoker: Invoker, auth: ApiAuth | None = None) -> None:
         self.functions = functions
         self.invoker = invoker
+        self.auth = auth  # None: an AWS_IAM URL only needs to look signed
 
     async def handle(self, req: Request, resp: Response, url_id: str, raw_path: str) -> None:
         found = self.functions.url_target(url_id)
@@ -198,9 +202,13 @@ class FunctionUrls:
             return
         url_config, rec, arn = found
         raw_path = _SLASHES.sub("/", raw_path)
-        if url_config.get("AuthType") == "AWS_IAM" and "authorization" not in req.headers:
-            resp.send(403, b'{"Message":"Forbidden"}', {"Content-Type": "application/json"})
-            return
+        if url_config.get("AuthType") == "AWS_IAM":
+            if self.auth is not None:
+                if await self.auth.refuse_url(req, resp):
+                    return
+            elif "authorization" not in req.headers and "X-Amz-Signature=" not in req.query:
+                resp.send(403, b'{"Message":"Forbidden"}', {"Content-Type": "application/json"})
+                return
         cors = url_config.get("Cors")
         if cors and req.method == "OPTIONS" and "access-control-request-method" in req.headers:
             resp.send(200, b"", cors_headers(cors, req, preflight=True))  # answered by Lambda itself

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from lambdalet.credentials import CredentialStore
 from lambdalet.environment import deadlines, fork_servers, platform_log
 from lambdalet.environment.leftovers import EnvRecords
 from lambdalet.environment.netns import NAMESPACES, RUNTIME_API_PORT, NetNamespace
@@ -58,11 +59,15 @@ class InitFailure:
 class ExecutionEnvironment:
     """A function's execution environment, with its own log stream and Runtime API port."""
 
-    def __init__(self, spec: FunctionSpec, sink: LogSink, tmp_root: str, records: EnvRecords | None = None) -> None:
+    def __init__(self, spec: FunctionSpec, sink: LogSink, tmp_root: str, records: EnvRecords | None = None,
+                 credentials: CredentialStore | None = None) -> None:
         self.spec = spec
         self.sink = sink
         self.records = records  # where the running bootstrap is noted, for the next server if this one dies
         self.id = secrets.token_hex(16)
+        # Its own AWS credentials, valid while it lives (revoked by stop() and kill_now()).
+        self._credential_store = credentials if credentials is not None else CredentialStore()
+        self.credentials = self._credential_store.issue(f"{spec.name}:{spec.version}", self.id)
         self.log_stream = datetime.now(UTC).strftime("%Y/%m/%d/") + f"[{spec.version}]{self.id}"
         self.tmp_dir = os.path.join(tmp_root, self.id)
         self.state = EnvState.INITIALIZING
@@ -243,7 +248,7 @@ class ExecutionEnvironment:
             log.error("environment %s: %s", self.id, exc)
             return InitFailure("error", "Runtime.Unknown", str(exc))
         address = await self.server.start(sock)
-        env = self.spec.base_environment(address, self.log_stream, self.tmp_dir)
+        env = self.spec.base_environment(address, self.log_stream, self.tmp_dir, self.credentials)
         try:
             launch = self.spec.launch()
         except Exception as exc:  # a managed runtime that cannot start here (e.g. no interpreter)
@@ -518,6 +523,7 @@ class ExecutionEnvironment:
         if self.state is EnvState.STOPPED:
             return
         self.state = EnvState.STOPPED
+        self._credential_store.revoke(self.credentials)
         if self._init_task is not None and not self._init_task.done() and not self.waiting_invoke:
             self._init_task.cancel()
         await self._end_process(grace=0.3)
@@ -536,6 +542,7 @@ class ExecutionEnvironment:
     def kill_now(self) -> None:
         """Synchronously end the process tree (server shutdown)."""
         self.state = EnvState.STOPPED
+        self._credential_store.revoke(self.credentials)
         if self.process is not None:
             self.process.kill_now()
         if self.server is not None:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from lambdalet.credentials import Credentials
 from lambdalet.environment.managed import PROVIDED_RUNTIMES, LaunchSpec, RuntimeContext, launch_spec
 
 RUNTIMES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runtimes")
@@ -84,8 +85,10 @@ class FunctionSpec:
                 continue
         return None
 
-    def base_environment(self, runtime_api: str, log_stream: str, tmp_dir: str) -> dict[str, str]:
-        """The process environment Lambda gives a runtime: user variables, then the reserved ones.
+    def base_environment(self, runtime_api: str, log_stream: str, tmp_dir: str,
+                         credentials: Credentials) -> dict[str, str]:
+        """The process environment Lambda gives a runtime: user variables, then the reserved ones
+        (credentials: the environment's own temporary AWS credentials).
 
         AWS's paths (/var/task, /var/runtime, /opt, /tmp) are where lambdalet really keeps them; the
         host's PATH stands for /var/lang/bin:/usr/local/bin:/usr/bin/:/bin. No HOME, as on Lambda."""
@@ -113,9 +116,7 @@ class FunctionSpec:
             "AWS_LAMBDA_INITIALIZATION_TYPE": self.initialization_type,
             "AWS_REGION": self.region,
             "AWS_DEFAULT_REGION": self.region,
-            "AWS_ACCESS_KEY_ID": "AKIALAMBDALETLOCAL00",
-            "AWS_SECRET_ACCESS_KEY": "lambdalet-local-secret-key",
-            "AWS_SESSION_TOKEN": "lambdalet-local-session-token",
+            **credentials.variables(),
         })
         if self.endpoint_url:
             env.setdefault("AWS_ENDPOINT_URL_LAMBDA", self.endpoint_url)

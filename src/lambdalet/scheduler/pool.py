@@ -16,6 +16,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, replace
 
+from lambdalet.credentials import CredentialStore
 from lambdalet.environment import EnvRecords, EnvState, ExecutionEnvironment, FunctionSpec, LogSink, release_shared
 from lambdalet.invocation import Invocation
 
@@ -111,8 +112,10 @@ class FunctionPool:
 class Scheduler:
     """Routes invocations to environments; owns every environment's life."""
 
-    def __init__(self, sink: LogSink, tmp_root: str, limits: Limits) -> None:
+    def __init__(self, sink: LogSink, tmp_root: str, limits: Limits,
+                 credentials: CredentialStore | None = None) -> None:
         self.sink = sink
+        self.credentials = credentials if credentials is not None else CredentialStore()  # issued per environment
         self.tmp_root = tmp_root
         self.limits = limits
         self.pools: dict[str, FunctionPool] = {}
@@ -171,7 +174,7 @@ class Scheduler:
             self._retire(pool, env)
         spec = dataclasses.replace(pool.spec, initialization_type="provisioned-concurrency")
         for _ in range(count - len(current)):
-            env = ExecutionEnvironment(spec, self.sink, self.tmp_root, self.records)
+            env = ExecutionEnvironment(spec, self.sink, self.tmp_root, self.records, self.credentials)
             env.on_idle = functools.partial(pool.freed, env)
             pool.envs.append(env)
             env.start()
@@ -216,7 +219,7 @@ class Scheduler:
             return env
         if self.environment_count >= self.limits.max_concurrency and not self._evict_idle():
             raise Throttled("ConcurrentInvocationLimitExceeded")
-        env = ExecutionEnvironment(pool.spec, self.sink, self.tmp_root, self.records)
+        env = ExecutionEnvironment(pool.spec, self.sink, self.tmp_root, self.records, self.credentials)
         env.on_idle = functools.partial(pool.freed, env)
         env.waiting_invoke = True
         pool.envs.append(env)
