@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench_python_runtime import ServedCold
+from bench_python_runtime import ServedCold, alternate_cold_starts
 from common import summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,17 +95,9 @@ async def take_cost(rounds: int) -> None:
 def cold(runtime: str, rounds: int) -> None:
     for fork in (True, False):
         kind = "fork server" if fork else "exec (LAMBDALET_FORK_SERVER=0)"
-        servers = {"none": ServedCold(runtime, fork, ("--isolation", "none")),
-                   "auto": ServedCold(runtime, fork, ("--isolation", "auto"))}
-        try:
-            times: dict[str, list[float]] = {name: [] for name in servers}
-            for _ in range(rounds):
-                for name, served in servers.items():
-                    times[name].append(served.once())
-        finally:
-            for served in servers.values():
-                served.close()
-        for name in servers:
+        times = alternate_cold_starts({"none": ServedCold(runtime, fork, ("--isolation", "none")),
+                                       "auto": ServedCold(runtime, fork, ("--isolation", "auto"))}, rounds)
+        for name in times:
             summary(f"cold start, {kind}, --isolation {name}", times[name])
 
 

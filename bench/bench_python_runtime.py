@@ -277,6 +277,19 @@ class ServedCold:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
+def alternate_cold_starts(servers: dict[str, ServedCold], rounds: int) -> dict[str, list[float]]:
+    """Cold-start times of each server, taken in turn `rounds` times; the servers are closed after."""
+    try:
+        times: dict[str, list[float]] = {name: [] for name in servers}
+        for _ in range(rounds):
+            for name, served in servers.items():
+                times[name].append(served.once())
+    finally:
+        for served in servers.values():
+            served.close()
+    return times
+
+
 def cold_starts(runtime: str, interpreter: str, rounds: int, results: dict[str, dict[str, float]]) -> None:
     """Part 3: exec vs fork server, at the runtime (spawn -> first /next) and through `lambdalet serve`."""
     task = Path(tempfile.mkdtemp(prefix="bench-task-"))
@@ -292,15 +305,8 @@ def cold_starts(runtime: str, interpreter: str, rounds: int, results: dict[str, 
     results["first_next_exec"] = summary("exec python", execs)
     results["first_next_fork"] = summary("fork from the fork server", forks)
     print(f"cold start through lambdalet serve (config change + invoke, caller's view), {rounds} each, alternating")
-    servers = {"serve_cold_exec": ServedCold(runtime, False), "serve_cold_fork": ServedCold(runtime, True)}
-    try:
-        times: dict[str, list[float]] = {name: [] for name in servers}
-        for _ in range(rounds):
-            for name, served in servers.items():
-                times[name].append(served.once())
-    finally:
-        for served in servers.values():
-            served.close()
+    times = alternate_cold_starts({"serve_cold_exec": ServedCold(runtime, False),
+                                   "serve_cold_fork": ServedCold(runtime, True)}, rounds)
     results["serve_cold_exec"] = summary("lambdalet serve, exec (LAMBDALET_FORK_SERVER=0)", times["serve_cold_exec"])
     results["serve_cold_fork"] = summary("lambdalet serve, fork server", times["serve_cold_fork"])
     shutil.rmtree(task, ignore_errors=True)

@@ -209,10 +209,12 @@ class Request:
         if not self._complete or self._error is not None:
             raise RuntimeError("request body is not complete")
         chunks = self._chunks
+        if chunks is None:
+            return b""
         if len(chunks) == 1 and type(chunks[0]) is bytes:
             return chunks[0]
         body = b"".join(chunks)
-        self._chunks = [body] if body else []
+        self._chunks = [body] if body else None
         return body
 
     async def peek(self, limit: int) -> bytes | None:
