@@ -537,7 +537,7 @@ class HttpProtocol(asyncio.Protocol):
                 view = view[:size]
             else:
                 backlog.popleft()
-            self._parse(view)
+            self._parse(view, False)
             budget -= len(view) if plain else _FEED_BUDGET // 2
         if backlog:
             self._schedule_backlog()
@@ -550,7 +550,7 @@ class HttpProtocol(asyncio.Protocol):
             self._backlog_scheduled = True
             asyncio.get_running_loop().call_soon(self._parse_backlog)
 
-    def _parse(self, data: bytes | memoryview) -> None:
+    def _parse(self, data: bytes | memoryview, whole: bool = True) -> None:
         """Parse data and answer what it completes; what is answered here goes out in one write.
 
         While a deferred answer is pending, what was answered before it is held back and goes out
@@ -558,7 +558,7 @@ class HttpProtocol(asyncio.Protocol):
         and its next event in one segment (one send, one wake-up, instead of two)."""
         if self._cork is None:
             self._cork = []
-        if self._mid or self._memo is None or type(data) is not bytes:
+        if self._mid or self._memo is None or not whole:  # (a backlog's memoryview: not a whole read)
             self._feed_parser(data)
         elif (data := self._replay(data)):  # type: ignore[arg-type]
             heads = self._heads
@@ -668,9 +668,8 @@ class HttpProtocol(asyncio.Protocol):
             req._size = len(body)
         self._last = req
         self.in_flight += 1
-        queue = self._queue
-        queue.append(req)
-        if len(queue) > _PIPELINE_DEPTH:
+        self._queue.append(req)
+        if self.in_flight > _PIPELINE_DEPTH:  # (in flight >= queued)
             self.pause()
 
     def eof_received(self) -> bool | None:

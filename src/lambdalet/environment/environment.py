@@ -84,6 +84,7 @@ class ExecutionEnvironment:
         # and whom to tell when it is over.
         self._watching: tuple[Invocation, float, float | None, BootstrapProcess] | None = None
         self._deadline: deadlines.Deadline | None = None
+        self._deadline_timers: deadlines.Deadlines | None = None  # (the loop's, asked once)
         self._on_end: Callable[[Invocation, BaseException | None], None] | None = None
         self._invoke_task: asyncio.Task[None] | None = None
         self._exit_watched: BootstrapProcess | None = None
@@ -434,13 +435,18 @@ class ExecutionEnvironment:
         loop = self._loop or asyncio.get_running_loop()
         self._watching = (inv, started, init_ms, proc)
         remaining = self.spec.timeout_s - (time.monotonic() - started)
-        self._deadline = deadlines.for_loop(loop).call_at(loop.time() + max(remaining, 0.0), self._timed_out)
+        self._deadline = self._deadlines(loop).call_at(loop.time() + max(remaining, 0.0), self._timed_out)
         if proc.exited.done():  # it died while idle: this invocation finds out
             loop.call_soon(self._process_exited, proc.exited)
         elif self._exit_watched is not proc:  # once per process: its exit ends whatever runs then
             self._exit_watched = proc
             proc.exited.add_done_callback(self._process_exited)
         session.assign(inv)
+
+    def _deadlines(self, loop: asyncio.AbstractEventLoop) -> deadlines.Deadlines:
+        if self._deadline_timers is None:
+            self._deadline_timers = deadlines.for_loop(loop)
+        return self._deadline_timers
 
     def _timed_out(self) -> None:
         watched = self._watching
@@ -449,7 +455,7 @@ class ExecutionEnvironment:
         early = self.spec.timeout_s - (time.monotonic() - watched[1])
         if early > 0:  # (the loop's timers may fire up to a millisecond early: the deadline is not past yet)
             loop = self._loop or asyncio.get_running_loop()
-            self._deadline = deadlines.for_loop(loop).call_at(loop.time() + early, self._timed_out)
+            self._deadline = self._deadlines(loop).call_at(loop.time() + early, self._timed_out)
             return
         self._watching = None
         self._fail_task(self._invoke_failed(*watched, timed_out=True))

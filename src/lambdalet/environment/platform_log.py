@@ -51,7 +51,9 @@ def billed_ms(duration_ms: float, timeout_s: int, init_ms: float | None) -> int:
     Each part is taken as the REPORT line shows it (to 0.01 ms), so "Duration: 4.00 ms" bills 4 ms,
     never 5 ms for a 4.004 ms that the line cannot show.
     """
-    hundredths = int(min(duration_ms, timeout_s * 1000.0) * 100 + 0.5) + int((init_ms or 0.0) * 100 + 0.5)
+    hundredths = int(min(duration_ms, timeout_s * 1000.0) * 100 + 0.5)
+    if init_ms:
+        hundredths += int(init_ms * 100 + 0.5)
     return max(1, -(-hundredths // 100))
 
 
