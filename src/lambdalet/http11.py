@@ -29,6 +29,8 @@ from urllib.parse import unquote
 
 import httptools
 
+from lambdalet.limits import MAX_TRAILER_FIELDS
+
 log = logging.getLogger("lambdalet.http")
 
 REASONS = {s.value: s.phrase for s in http.HTTPStatus}
@@ -47,7 +49,6 @@ _PAUSE_AT = 1 << 20  # buffered body bytes before the transport stops reading
 _FEED_BUDGET = 64 * 1024
 _FEED_SLICE = 4 * 1024
 _SMALL_PIECE = 4096  # body pieces below this are gathered into one bytearray, not kept one by one
-_MAX_TRAILERS = 1000  # trailer fields of one chunked body (they are not within the head's limit)
 _MEMO_ENTRIES = 4  # remembered request heads per connection
 _MEMO_HEAD_BYTES = 4096  # the longest head remembered
 _MEMO_BUDGET = 8  # heads remembered in a row without one repeating before a connection stops remembering
@@ -575,8 +576,8 @@ class HttpProtocol(asyncio.Protocol):
             while data:
                 if not self._in_head:
                     self.parser.feed_data(data)
-                    if len(self._fields) > _MAX_TRAILERS:  # (a chunked body is fed _FEED_SLICE bytes at a time)
-                        self.reject(431, f"Request trailer fields too large: more than {_MAX_TRAILERS} fields")
+                    if len(self._fields) > MAX_TRAILER_FIELDS:  # (a chunked body is fed _FEED_SLICE bytes at a time)
+                        self.reject(431, f"Request trailer fields too large: more than {MAX_TRAILER_FIELDS} fields")
                     break
                 room = self.limits.max_head_bytes - self._head_bytes
                 if len(data) <= room:

@@ -22,6 +22,7 @@ MAX_API_REQUEST = 1 << 20  # any other JSON request body of the Lambda and Logs 
 
 # -- HTTP, on the front door and on every Runtime API
 MAX_HEAD_BYTES = 64 * 1024  # request line and headers together; more is 431
+MAX_TRAILER_FIELDS = 1000  # trailer fields after a chunked body (not within the head's bytes); more is 431
 KEEP_ALIVE_S = 60.0  # a front-door connection with no request in flight is closed after this long
 MAX_CONNECTIONS = 1024  # open front-door connections; more are refused with 503
 RUNTIME_API_KEEP_ALIVE_S = 960.0  # longer than the longest function timeout (900 s)
