@@ -95,7 +95,7 @@ def test_a_freed_environment_wakes_one_waiter_and_tops_the_ready_stack(tmp_path:
         pool.waiters.extend(waiters)
         envs = [ExecutionEnvironment(pool.spec, Sink(), str(tmp_path / "tmp")) for _ in range(2)]
         for env in envs:
-            env.state = EnvState.READY
+            env._enter(EnvState.READY)  # (as at the end of its Init phase)
             pool.envs.append(env)
         waiters[0].cancel()  # one that timed out meanwhile is skipped
         pool.freed(envs[0])
@@ -123,7 +123,7 @@ def test_provisioned_environments_are_taken_before_on_demand_ones(tmp_path: Path
                                            Sink(), str(tmp_path / "tmp"))
         on_demand = ExecutionEnvironment(spec, Sink(), str(tmp_path / "tmp"))
         for env in (provisioned, on_demand):
-            env.state = EnvState.READY
+            env._enter(EnvState.READY)  # (as at the end of its Init phase)
             pool.envs.append(env)
         pool.freed(provisioned)
         pool.freed(on_demand)  # the most recent one: would be first without provisioned concurrency
@@ -132,7 +132,7 @@ def test_provisioned_environments_are_taken_before_on_demand_ones(tmp_path: Path
         assert pool.pick() is on_demand
         pool.ready.clear()
         pool.ready_provisioned.clear()
-        provisioned.waiting_invoke = False
+        provisioned._claimed = False  # (as once its invocation has begun)
         on_demand.last_used += 10  # no ready stack (e.g. after a restart of init): the scan prefers it too
         assert pool.pick() is provisioned
 

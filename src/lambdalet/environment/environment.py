@@ -45,6 +45,21 @@ class EnvState(enum.Enum):
     STOPPED = "stopped"
 
 
+# What each state may become; anything else is a platform bug, refused (the caller gets a ServiceException
+# and the environment is replaced). STOPPED is final.
+_NEXT_STATES = {
+    EnvState.INITIALIZING: frozenset({EnvState.INITIALIZING, EnvState.READY, EnvState.FAILED, EnvState.STOPPED}),
+    EnvState.READY: frozenset({EnvState.BUSY, EnvState.INITIALIZING, EnvState.STOPPED}),
+    EnvState.BUSY: frozenset({EnvState.READY, EnvState.INITIALIZING, EnvState.FAILED, EnvState.STOPPED}),
+    EnvState.FAILED: frozenset({EnvState.BUSY, EnvState.INITIALIZING, EnvState.STOPPED}),
+    EnvState.STOPPED: frozenset(),
+}
+
+
+class InvalidStateTransition(RuntimeError):
+    """An execution environment was asked to go where its state does not lead."""
+
+
 @dataclass
 class InitFailure:
     """Why an Init attempt failed, in Lambda's words."""
@@ -70,10 +85,10 @@ class ExecutionEnvironment:
         self.credentials = self._credential_store.issue(f"{spec.name}:{spec.version}", self.id)
         self.log_stream = datetime.now(UTC).strftime("%Y/%m/%d/") + f"[{spec.version}]{self.id}"
         self.tmp_dir = os.path.join(tmp_root, self.id)
-        self.state = EnvState.INITIALIZING
+        self._state = EnvState.INITIALIZING
         self.last_used = time.monotonic()
         self.invocations = 0
-        self.retired = False  # the function changed: stop after the current work
+        self._retired = False  # the function changed: stop after the current work
         # Initialized ahead for provisioned concurrency: kept when idle, and no invoke reports its Init Duration.
         self.provisioned = spec.initialization_type == "provisioned-concurrency"
         self.process: BootstrapProcess | None = None
@@ -99,7 +114,7 @@ class ExecutionEnvironment:
             self._loop = None
         self._cold_init_ms: float | None = None  # reported once, on the first invoke
         self._current: Invocation | None = None
-        self.waiting_invoke = False
+        self._claimed = False  # picked for an invocation that has not begun yet
         self.on_idle: Callable[[], None] | None = None  # told when the environment can take work again
         self.cgroup: MemoryCgroup | None = None
         self._cgroup_delegated = False  # the runtime moves itself into self.cgroup (LaunchSpec.joins_cgroup)
@@ -141,7 +156,7 @@ class ExecutionEnvironment:
         inv, started, init_ms, _ = watched
         try:
             self._log_end(inv, started, init_ms)
-            self.state = EnvState.READY
+            self._enter(EnvState.READY)
         except Exception as exc:  # a platform fault: the scheduler replaces the environment
             self._end_invoke(inv, exc)
             return
@@ -154,13 +169,44 @@ class ExecutionEnvironment:
     @property
     def available(self) -> bool:
         """Can take an invocation now (possibly after waiting for its Init phase)."""
-        return not self.retired and not self.waiting_invoke and self.state in (
+        return not self._retired and not self._claimed and self._state in (
             EnvState.READY, EnvState.INITIALIZING, EnvState.FAILED)
+
+    # ---------------------------------------------------------------- the state machine
+    @property
+    def state(self) -> EnvState:
+        return self._state
+
+    def _enter(self, state: EnvState) -> None:
+        if state not in _NEXT_STATES[self._state]:
+            raise InvalidStateTransition(f"environment {self.id}: {self._state.value} cannot become {state.value}")
+        self._state = state
+
+    @property
+    def retired(self) -> bool:
+        """The function changed (or the environment failed): it ends after its current work."""
+        return self._retired
+
+    def retire(self) -> bool:
+        """Take no new invocation; True when nothing runs or waits here, so it can be stopped now."""
+        self._retired = True
+        return self._state is not EnvState.BUSY and not self._claimed
+
+    @property
+    def waiting_invoke(self) -> bool:
+        """Claimed for an invocation that has not begun (it may be waiting for the Init phase)."""
+        return self._claimed
+
+    def claim(self) -> None:
+        """Reserve the environment for an invocation (picked: no other invocation may pick it)."""
+        if not self.available:
+            raise InvalidStateTransition(f"environment {self.id} cannot be claimed ({self._state.value})")
+        self._claimed = True
 
     def claim_ready(self) -> bool:
         """Claim the environment for an invocation if it is Ready and free (nobody else may pick it)."""
-        if self.state is EnvState.READY and not self.waiting_invoke and not self.retired:
-            self.waiting_invoke = True
+        if self._state is EnvState.READY and not self._claimed and not self._retired:
+            self._claimed = True
             return True
         return False
 
@@ -168,7 +214,7 @@ class ExecutionEnvironment:
     def finishing(self) -> bool:
         """Busy, but the caller already has its response: free again at the runtime's next /next."""
         inv = self._current
-        return self.state is EnvState.BUSY and inv is not None and inv.resolved and not self.retired
+        return self._state is EnvState.BUSY and inv is not None and inv.resolved and not self._retired
 
     def start(self) -> None:
         """Begin the Init phase (a cold start)."""
@@ -178,21 +224,21 @@ class ExecutionEnvironment:
         self._init_task = asyncio.get_running_loop().create_task(self._init_phase(cold=True))
 
     async def _init_phase(self, cold: bool = False) -> None:
-        self.state = EnvState.INITIALIZING
+        self._enter(EnvState.INITIALIZING)
         self._platform(platform_log.init_start(self.spec.runtime, self.spec.region))
         started = time.monotonic()
         failure = await self._spawn_and_wait(INIT_TIMEOUT_S)
         elapsed = (time.monotonic() - started) * 1000
-        if self.state is EnvState.STOPPED:
+        if self._state is EnvState.STOPPED:
             return
         if failure is None:
-            self.state = EnvState.READY
+            self._enter(EnvState.READY)
             if cold and not self.provisioned:
                 self._cold_init_ms = elapsed
             return
         self._platform(platform_log.init_report(elapsed, "init", failure.status, failure.error_type))
         await self._end_process()
-        self.state = EnvState.FAILED
+        self._enter(EnvState.FAILED)
 
     async def _spawn_and_wait(self, budget: float) -> InitFailure | None:
         """Start the bootstrap and wait for its first /next; None on success."""
@@ -304,7 +350,7 @@ class ExecutionEnvironment:
             return None
         if self.netns is None:
             netns = await NAMESPACES.take()
-            if self.state is EnvState.STOPPED:  # stopped while it waited
+            if self._state is EnvState.STOPPED:  # stopped while it waited
                 netns.close()
                 raise OSError("environment stopped")
             self.netns = netns
@@ -327,7 +373,7 @@ class ExecutionEnvironment:
                 self.records.process_ended(self.id, self.cgroup.path if self.cgroup is not None else None)
 
     def _restart_in_background(self) -> None:
-        self.state = EnvState.INITIALIZING
+        self._enter(EnvState.INITIALIZING)
         self._init_task = asyncio.get_running_loop().create_task(self._init_phase())
 
     def run(self, inv: Invocation, on_end: Callable[[Invocation, BaseException | None], None]) -> None:
@@ -338,7 +384,7 @@ class ExecutionEnvironment:
         and callbacks: no task, no asyncio.wait (~40-60 µs a warm invoke). Otherwise a task waits for
         the Init phase first."""
         self._on_end = on_end
-        if self.state is EnvState.READY and self.process is not None and self.session is not None \
+        if self._state is EnvState.READY and self.process is not None and self.session is not None \
                 and (self._init_task is None or self._init_task.done()):
             started = self._begin(inv)
             init_ms, self._cold_init_ms = self._cold_init_ms, None
@@ -347,12 +393,12 @@ class ExecutionEnvironment:
             except Exception as exc:
                 self._end_invoke(inv, exc)
             return
-        self.waiting_invoke = True
+        self._claimed = True
         self._invoke_task = asyncio.get_running_loop().create_task(self._run_after_init(inv))
 
     def _begin(self, inv: Invocation) -> float:
-        self.waiting_invoke = False
-        self.state = EnvState.BUSY
+        self._claimed = False
+        self._enter(EnvState.BUSY)
         self.invocations += 1
         self._current = inv
         self._began_ms = platform_log.now_ms()
@@ -365,8 +411,8 @@ class ExecutionEnvironment:
                 if self._init_task is not None and not self._init_task.done():
                     await asyncio.shield(self._init_task)
             finally:
-                self.waiting_invoke = False
-            if self.state is EnvState.STOPPED:
+                self._claimed = False
+            if self._state is EnvState.STOPPED:
                 inv.resolve(_failure_outcome(inv, "Runtime.Unavailable", "Execution environment stopped"))
                 self._end_invoke(inv, None)
                 return
@@ -421,10 +467,10 @@ class ExecutionEnvironment:
             inv.resolve(_failure_outcome(inv, error_type, failure.message))
         await self._end_process(grace=0.5)
         self._log_end(inv, started, None)
-        if failure.retry and not self.retired:
+        if failure.retry and not self._retired:
             self._restart_in_background()
         else:
-            self.state = EnvState.FAILED
+            self._enter(EnvState.FAILED)
 
     def _dispatch(self, inv: Invocation, started: float, init_ms: float | None) -> None:
         """Hand inv to the runtime, and follow it: invocation_finished() (the next /next), the deadline
@@ -492,7 +538,7 @@ class ExecutionEnvironment:
                 inv.resolve(outcome)
                 self._log_end(inv, started, init_ms)
                 await self._end_process(grace=0.5)
-            if self.retired or self.state is EnvState.STOPPED:
+            if self._retired or self._state is EnvState.STOPPED:
                 await self.stop()
             else:
                 self._restart_in_background()
@@ -526,11 +572,11 @@ class ExecutionEnvironment:
 
     async def stop(self) -> None:
         """End the environment: its process tree, its Runtime API port, its temporary files."""
-        if self.state is EnvState.STOPPED:
+        if self._state is EnvState.STOPPED:
             return
-        self.state = EnvState.STOPPED
+        self._enter(EnvState.STOPPED)
         self._credential_store.revoke(self.credentials)
-        if self._init_task is not None and not self._init_task.done() and not self.waiting_invoke:
+        if self._init_task is not None and not self._init_task.done() and not self._claimed:
             self._init_task.cancel()
         await self._end_process(grace=0.3)
         self._close_netns()
@@ -547,7 +593,8 @@ class ExecutionEnvironment:
 
     def kill_now(self) -> None:
         """Synchronously end the process tree (server shutdown)."""
-        self.state = EnvState.STOPPED
+        if self._state is not EnvState.STOPPED:
+            self._enter(EnvState.STOPPED)
         self._credential_store.revoke(self.credentials)
         if self.process is not None:
             self.process.kill_now()

@@ -96,7 +96,7 @@ class FunctionPool:
         ready = self.ready_provisioned if env.provisioned else self.ready
         if ready and ready[-1] is env:
             ready.pop()
-        env.waiting_invoke = True
+        env.claim()
 
     def freed(self, env: ExecutionEnvironment) -> None:
         """env can take work again: it goes on top of the ready stack, and one waiter is woken."""
@@ -193,8 +193,7 @@ class Scheduler:
                                           and env.state in (EnvState.READY, EnvState.BUSY))
 
     def _retire(self, pool: FunctionPool, env: ExecutionEnvironment) -> None:
-        env.retired = True
-        if env.state is not EnvState.BUSY and not env.waiting_invoke:
+        if env.retire():
             self._spawn_task(self._stop(pool, env))
 
     async def _stop(self, pool: FunctionPool, env: ExecutionEnvironment) -> None:
@@ -221,7 +220,7 @@ class Scheduler:
             raise Throttled("ConcurrentInvocationLimitExceeded")
         env = ExecutionEnvironment(pool.spec, self.sink, self.tmp_root, self.records, self.credentials)
         env.on_idle = functools.partial(pool.freed, env)
-        env.waiting_invoke = True
+        env.claim()
         pool.envs.append(env)
         env.start()
         log.info("cold start: %s environment %s", name, env.id)
@@ -286,7 +285,7 @@ class Scheduler:
             # and the environment is replaced.
             log.error("invocation failed in environment %s", env.id, exc_info=error)
             inv.fail(error)
-            env.retired = True
+            env.retire()
             self._spawn_task(self._stop(pool, env))
         elif env.retired and env.state is not EnvState.BUSY:
             self._spawn_task(self._stop(pool, env))
