@@ -602,7 +602,7 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- repeated heads
     # A keep-alive client often sends the same head byte for byte, request after request: a runtime's
-    # GET /next, a load generator's or a bootstrap's curl. Parsing is a function of the bytes, so a head
+    # GET /next, a load generator's or a poller's request. Parsing is a function of the bytes, so a head
     # seen whole in one read is remembered, and the next request that repeats it (at a message boundary)
     # is taken without the parser: ~300 fewer bytecodes per request (of ~700), two requests of the
     # three of a warm invoke. A client whose heads never repeat stops being remembered after a few.
