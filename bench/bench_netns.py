@@ -95,8 +95,8 @@ async def take_cost(rounds: int) -> None:
 def cold(runtime: str, rounds: int) -> None:
     for fork in (True, False):
         kind = "fork server" if fork else "exec (LAMBDALET_FORK_SERVER=0)"
-        times = alternate_cold_starts({"none": ServedCold(runtime, fork, ("--isolation", "none")),
-                                       "auto": ServedCold(runtime, fork, ("--isolation", "auto"))}, rounds)
+        times = alternate_cold_starts({"none": ServedCold(runtime, fork, "none"),
+                                       "auto": ServedCold(runtime, fork, "auto")}, rounds)
         for name in times:
             summary(f"cold start, {kind}, --isolation {name}", times[name])
 

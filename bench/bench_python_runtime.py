@@ -8,7 +8,8 @@
 
 3. Cold starts with and without the fork server: spawn -> first GET /next (exec'ing the
    interpreter vs forking it from a fork server), and invoke latency of cold starts through two
-   `lambdalet serve` processes, one with LAMBDALET_FORK_SERVER=0, alternating.
+   `lambdalet serve --isolation none` processes, one with LAMBDALET_FORK_SERVER=0, and (as root) a
+   sandboxed one (`--isolation strict`), alternating.
 
 awslambdaric and the RIE binary (shipped inside the aws-sam-cli wheel) are installed in a throwaway
 venv under /tmp (never a project dependency); --cold-only runs part 3 alone, without them:
@@ -222,14 +223,14 @@ def fork_until_next(listener: socket.socket, rounds: int, runtime: str, task: Pa
 class ServedCold:
     """A `lambdalet serve` with one python function; once() makes the next invoke cold and times it."""
 
-    def __init__(self, runtime: str, fork_server: bool, args: tuple[str, ...] = ()) -> None:
+    def __init__(self, runtime: str, fork_server: bool, isolation: str = "none") -> None:
         self.data_dir = tempfile.mkdtemp(prefix="lambdalet-bench-cold-")
         beside = Path(sys.executable).parent / "lambdalet"
         exe = [str(beside)] if beside.exists() else [sys.executable, "-m", "lambdalet.cli"]
         self.port = free_port()
         env = {**os.environ, "LAMBDALET_FORK_SERVER": "1" if fork_server else "0"}
         self.server = subprocess.Popen([*exe, "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                                        "--data-dir", self.data_dir, *args], env=env,
+                                        "--data-dir", self.data_dir, "--isolation", isolation], env=env,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         doc = {"FunctionName": "cold", "Runtime": runtime, "Handler": "app.handler",
@@ -305,10 +306,15 @@ def cold_starts(runtime: str, interpreter: str, rounds: int, results: dict[str, 
     results["first_next_exec"] = summary("exec python", execs)
     results["first_next_fork"] = summary("fork from the fork server", forks)
     print(f"cold start through lambdalet serve (config change + invoke, caller's view), {rounds} each, alternating")
-    times = alternate_cold_starts({"serve_cold_exec": ServedCold(runtime, False),
-                                   "serve_cold_fork": ServedCold(runtime, True)}, rounds)
+    servers = {"serve_cold_exec": ServedCold(runtime, False), "serve_cold_fork": ServedCold(runtime, True)}
+    if os.geteuid() == 0:  # the sandbox tier (issue 10) beside the plain one
+        servers["serve_cold_fork_sandbox"] = ServedCold(runtime, True, "strict")
+    times = alternate_cold_starts(servers, rounds)
     results["serve_cold_exec"] = summary("lambdalet serve, exec (LAMBDALET_FORK_SERVER=0)", times["serve_cold_exec"])
     results["serve_cold_fork"] = summary("lambdalet serve, fork server", times["serve_cold_fork"])
+    if "serve_cold_fork_sandbox" in times:
+        results["serve_cold_fork_sandbox"] = summary("lambdalet serve, fork server, sandboxed",
+                                                     times["serve_cold_fork_sandbox"])
     shutil.rmtree(task, ignore_errors=True)
 
 

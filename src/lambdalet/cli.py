@@ -26,6 +26,20 @@ def _serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from lambdalet.environment import launcher
+
+    uids = _uid_range(args.uid_range)
+    if uids is None:
+        print(f"--uid-range expects FIRST-LAST (two uids, FIRST > 0, FIRST <= LAST), got {args.uid_range!r}",
+              file=sys.stderr)
+        return 2
+    try:
+        isolation = launcher.configure(args.isolation, uids)
+    except launcher.IsolationUnavailable as exc:
+        logging.getLogger("lambdalet").error("cannot start: %s", exc)
+        return 1
+    logging.getLogger("lambdalet").log(logging.WARNING if isolation.startswith("isolation off") else logging.INFO,
+                                       isolation)
     interpreters: dict[str, str] = {}
     for item in args.runtime_interpreter or []:
         runtime, sep, path = item.partition("=")
@@ -46,6 +60,13 @@ def _serve(args: argparse.Namespace) -> int:
     runner = asyncio.Runner(loop_factory=uvloop.new_event_loop if uvloop else None)
     with runner:
         return runner.run(_run_server(FrontDoor, settings))
+
+
+def _uid_range(text: str) -> tuple[int, int] | None:
+    first, sep, last = text.partition("-")
+    if not sep or not first.isdigit() or not last.isdigit() or not 0 < int(first) <= int(last) < 2**32 - 1:
+        return None
+    return int(first), int(last)
 
 
 async def _run_server(front_door_cls, settings) -> int:
@@ -70,6 +91,9 @@ async def _run_server(front_door_cls, settings) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)
         return 1
+    from lambdalet.environment import launcher
+
+    await launcher.current().prepare()
     # What start-up allocated lives as long as the server: the collector need not scan it again, and
     # a larger young generation collects a few times a second under load instead of every few invokes.
     gc.collect()
@@ -208,9 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"seconds before an idle client connection is closed (default {KEEP_ALIVE_S:g})")
     serve.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
                        help=f"open client connections; more are refused with 503 (default {MAX_CONNECTIONS})")
-    serve.add_argument("--isolation", choices=["auto", "strict", "none"], default="auto",
-                       help="sandbox each execution environment where this host allows it (auto, the default), "
-                            "refuse to start without (strict), or not at all (none)")
+    serve.add_argument("--isolation", choices=("auto", "strict", "none"), default="auto",
+                       help="sandbox each execution environment (namespaces, own uid, Lambda's filesystem and "
+                            "limits): auto = where the host allows it, strict = refuse to start without, none = off")
+    serve.add_argument("--uid-range", default="200000-265535", metavar="FIRST-LAST",
+                       help="uids (and gids) given to sandboxed environments, one each (default 200000-265535)")
     serve.add_argument("--auth", metavar="CREDENTIALS_FILE",
                        help="verify AWS SigV4 on every API call against the access keys of this AWS "
                             "shared-credentials file (required when --host is not a loopback address)")

@@ -57,12 +57,19 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
+# `lambdalet serve --isolation` for servers whose tests do not choose one (LAMBDALET_TEST_ISOLATION=none runs the
+# whole suite in the degraded tier); the default, auto, sandboxes where this machine allows it (root, Linux).
+TEST_ISOLATION = os.environ.get("LAMBDALET_TEST_ISOLATION", "auto")
+
+
+def sandboxed() -> bool:
+    """Whether servers started without an --isolation of their own sandbox their environments."""
+    return TEST_ISOLATION != "none" and sys.platform.startswith("linux") and os.geteuid() == 0
+
+
 def start_server(data_dir: Path, *extra: str) -> Server:
-    """A `lambdalet serve` on data_dir; $LAMBDALET_TEST_ISOLATION (auto | strict | none) picks the tier
-    when extra does not."""
-    tier = os.environ.get("LAMBDALET_TEST_ISOLATION")
-    if tier and "--isolation" not in extra:
-        extra = ("--isolation", tier, *extra)
+    if "--isolation" not in extra:
+        extra = (*extra, "--isolation", TEST_ISOLATION)
     port = free_port()
     log_path = data_dir.parent / f"server-{port}.log"
     log_file = open(log_path, "wb")  # noqa: SIM115 - lives as long as the server

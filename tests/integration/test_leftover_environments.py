@@ -64,6 +64,9 @@ def handler(event, context):
 """
 
 QUEUED = 50
+# What this file tests is the plain tier's guarantee (records, the watcher, the start-up sweep): in the
+# sandbox every process of an environment ends with its PID 1 (tests/integration/test_isolation.py).
+PLAIN = ("--isolation", "none")
 
 
 def start_time(pid: int) -> int | None:
@@ -183,7 +186,7 @@ def environment_dirs(data: Path) -> set[str]:
 
 def check_restart(data: Path, procs: dict[int, int], old_dirs: set[str]) -> None:
     """Restart on data: nothing of the old run is left, and the queued invocations all run."""
-    srv = start_server(data)
+    srv = start_server(data, *PLAIN)
     try:
         assert not still_running(procs)
         assert not marked(data), "processes of the previous run's environments still run"
@@ -202,7 +205,7 @@ def check_restart(data: Path, procs: dict[int, int], old_dirs: set[str]) -> None
 
 def test_kill_9_ends_the_environments_and_a_restart_finds_nothing_left(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    srv = start_server(data)
+    srv = start_server(data, *PLAIN)
     try:
         procs, forks = run_everything(srv)
         old_dirs = environment_dirs(data)
@@ -221,7 +224,7 @@ def test_a_restart_ends_what_a_killed_server_left_running(tmp_path: Path) -> Non
     """Without the watcher (killed first), the next start on the data dir is what ends the leftovers;
     the fork servers and the runtimes forked from them die with the server all the same."""
     data = tmp_path / "data"
-    srv = start_server(data)
+    srv = start_server(data, *PLAIN)
     try:
         procs, forks = run_everything(srv)
         busy = start_busy_forked_invoke(srv)
@@ -258,7 +261,7 @@ def start_busy_forked_invoke(server: Server) -> dict[int, int]:
 
 
 def test_one_server_per_data_dir_and_other_data_dirs_are_left_alone(tmp_path: Path) -> None:
-    first = start_server(tmp_path / "one")
+    first = start_server(tmp_path / "one", *PLAIN)
     try:
         create_function(first, "daemons", make_zip({"bootstrap": DAEMONS}))
         pids = invoke(first, "daemons")["pids"]
@@ -279,7 +282,7 @@ def test_one_server_per_data_dir_and_other_data_dirs_are_left_alone(tmp_path: Pa
         assert f"data dir {first.data_dir} is in use by another lambdalet server (pid {first.process.pid})" in text
         assert "Traceback" not in text and not out
 
-        other = start_server(tmp_path / "two")  # another data dir: its start-up sweep leaves ours alone
+        other = start_server(tmp_path / "two", *PLAIN)  # another data dir: its start-up sweep leaves ours alone
         try:
             create_function(other, "daemons", make_zip({"bootstrap": DAEMONS}))
             invoke(other, "daemons")

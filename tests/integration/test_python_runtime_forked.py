@@ -27,6 +27,11 @@ def handler(event, context):
 """
 
 
+# The fork server's own mechanics (parents, sessions, pids) as the plain tier shows them; forked runtimes in
+# the sandbox, whose PID 1 comes from the same fork server, are tested in tests/integration/test_isolation.py.
+PLAIN = ("--isolation", "none")
+
+
 def _fork_servers(server: Server) -> list[int]:
     """Pids of the fork servers running under this lambdalet server."""
     found = []
@@ -70,11 +75,11 @@ def _warm_up(server: Server) -> None:
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory) -> Iterator[tuple[Server, Server]]:
     """Two servers: one forking python runtimes from a fork server, one exec'ing them (LAMBDALET_FORK_SERVER=0)."""
-    forking = start_server(tmp_path_factory.mktemp("fork") / "data")
+    forking = start_server(tmp_path_factory.mktemp("fork") / "data", *PLAIN)
     _warm_up(forking)
     os.environ["LAMBDALET_FORK_SERVER"] = "0"
     try:
-        spawning = start_server(tmp_path_factory.mktemp("spawn") / "data")
+        spawning = start_server(tmp_path_factory.mktemp("spawn") / "data", *PLAIN)
     finally:
         del os.environ["LAMBDALET_FORK_SERVER"]
     yield forking, spawning
@@ -155,7 +160,7 @@ def test_exec_wrapper_and_python_variables_are_not_forked(pair: tuple[Server, Se
 
 @pytest.mark.slow
 def test_fallback_when_the_fork_server_dies_and_no_leftovers(tmp_path: Path) -> None:
-    server = start_server(tmp_path / "data")
+    server = start_server(tmp_path / "data", *PLAIN)
     try:
         _warm_up(server)
         name = _deploy(server)

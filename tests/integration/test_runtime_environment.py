@@ -39,7 +39,7 @@ def seen(server: Server, runtime: str, files: dict[str, str], handler: str, **kw
 
 def check_common(server: Server, env: dict[str, str], cwd: str) -> None:
     task, runtime = env["LAMBDA_TASK_ROOT"], env["LAMBDA_RUNTIME_DIR"]
-    opt = str(server.data_dir / "opt")  # a function without layers: an empty /opt
+    opt = _opt(server, env)  # a function without layers: an empty /opt
     assert cwd == task and env["PWD"] == task
     assert env["LD_LIBRARY_PATH"] == (f"/lib64:/usr/lib64:{runtime}:{runtime}/lib:{task}:{task}/lib:{opt}/lib")
     assert env["PATH"].endswith(f":{opt}/bin")
@@ -47,8 +47,16 @@ def check_common(server: Server, env: dict[str, str], cwd: str) -> None:
     assert env["AWS_XRAY_DAEMON_ADDRESS"] == "127.0.0.1:2000"
     assert env["_AWS_XRAY_DAEMON_ADDRESS"] == "127.0.0.1" and env["_AWS_XRAY_DAEMON_PORT"] == "2000"
     assert "HOME" not in env
-    assert env["TMPDIR"].startswith(str(server.data_dir / "tmp") + "/")
-    assert env["TMPDIR"] != os.environ.get("TMPDIR")
+    if task == "/var/task":  # sandboxed: Lambda's paths, a /tmp of its own
+        assert (runtime, env["TMPDIR"]) == ("/var/runtime", "/tmp")
+        assert env["PATH"] == "/var/lang/bin:/usr/local/bin:/usr/bin/:/bin:/opt/bin"
+    else:
+        assert env["TMPDIR"].startswith(str(server.data_dir / "tmp") + "/")
+        assert env["TMPDIR"] != os.environ.get("TMPDIR")
+
+
+def _opt(server: Server, env: dict[str, str]) -> str:
+    return "/opt" if env["LAMBDA_TASK_ROOT"] == "/var/task" else str(server.data_dir / "opt")
 
 
 def test_python_environment(server: Server) -> None:
@@ -63,7 +71,7 @@ def test_nodejs_environment(server: Server) -> None:
         pytest.skip("node is not installed")
     env, cwd = seen(server, "nodejs20.x", {"index.js": NODE_APP}, "index.handler")
     check_common(server, env, cwd)
-    opt, runtime, task = str(server.data_dir / "opt"), env["LAMBDA_RUNTIME_DIR"], env["LAMBDA_TASK_ROOT"]
+    opt, runtime, task = _opt(server, env), env["LAMBDA_RUNTIME_DIR"], env["LAMBDA_TASK_ROOT"]
     assert env["NODE_PATH"] == (f"{opt}/nodejs/node20/node_modules:{opt}/nodejs/node_modules:"
                                 f"{runtime}/node_modules:{runtime}:{task}")
     assert "PYTHONPATH" not in env

@@ -213,7 +213,9 @@ def test_tags_and_policies_survive_a_restart(tmp_path) -> None:
 def test_tags_and_permissions_keep_the_environment_warm_a_new_configuration_does_not(server: Server) -> None:
     c = server.lambda_client
     name = unique_name("warm")
-    app = make_zip({"app.py": "import os\ndef handler(event, context):\n    return os.getpid()\n"})
+    # (one token per runtime process: pids repeat across sandboxed environments, each in a PID namespace)
+    app = make_zip({"app.py": "import uuid\nTOKEN = uuid.uuid4().hex\n"
+                              "def handler(event, context):\n    return TOKEN\n"})
     arn = create_function(server, name, app, runtime="python3.11", handler="app.handler")["FunctionArn"]
 
     def pid() -> int:

@@ -274,7 +274,7 @@ class FunctionManager:
             memory_mb=cfg["MemorySize"], timeout_s=cfg["Timeout"], task_root=self.code.task_root(rec.code_sha),
             opt_dir=opt_dir, region=self.region, revision_id=cfg["RevisionId"], variables=variables,
             interpreters=self.interpreters, endpoint_url=self.endpoint_url, memory_limit=self.memory_limit,
-            version=rec.version,
+            version=rec.version, ephemeral_mb=(cfg.get("EphemeralStorage") or {}).get("Size", 512),
         )
 
     # -- validation

@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from lambdalet.credentials import CredentialStore
-from lambdalet.environment import deadlines, fork_servers, platform_log
+from lambdalet.environment import deadlines, launcher, platform_log
+from lambdalet.environment.launcher import SpawnRequest
 from lambdalet.environment.leftovers import EnvRecords
 from lambdalet.environment.netns import NAMESPACES, RUNTIME_API_PORT, NetNamespace
 from lambdalet.environment.process import BootstrapProcess, exit_reason
-from lambdalet.environment.sandbox import CGROUP_JOIN_ENV, MemoryCgroup
-from lambdalet.environment.spec import INIT_TIMEOUT_S, FunctionSpec, LogSink
+from lambdalet.environment.sandbox import MemoryCgroup
+from lambdalet.environment.spec import INIT_TIMEOUT_S, LAMBDA_BOOTSTRAPS, FunctionSpec, LogSink
 from lambdalet.invocation import Invocation, Outcome, error_document
 from lambdalet.runtime_api import RuntimeApiServer, RuntimeSession
 
@@ -302,11 +303,10 @@ class ExecutionEnvironment:
             log.warning("cannot launch %s: %s", self.spec.runtime, exc)
             return InitFailure("error", "Runtime.InvalidEntrypoint", str(exc), retry=False)
         executable = None
-        telemetry = False
         if launch is None:
             path = self.spec.find_bootstrap()
             if path is None:
-                candidates = " ".join(self.spec.bootstrap_candidates())
+                candidates = " ".join(LAMBDA_BOOTSTRAPS)
                 return InitFailure("error", "Runtime.InvalidEntrypoint",
                                    f"Couldn't find valid bootstrap(s): [{candidates}]", retry=False)
             argv = [path]
@@ -318,27 +318,16 @@ class ExecutionEnvironment:
                 self._platform(line)
             argv = launch.argv
             env.update(launch.env)
-            telemetry = launch.telemetry_fd
-        join_path = self.cgroup.self_join_path if self.cgroup is not None else None
-        self._cgroup_delegated = bool(launch is not None and launch.joins_cgroup and join_path)
-        if self._cgroup_delegated:
-            env[CGROUP_JOIN_ENV] = join_path
         self.process = None
-        if launch is not None and launch.fork_server:
-            self.process = await fork_servers.fork_process(
-                launch.fork_server, argv, cwd=self.spec.task_root, env=env, emit=self.emit,
-                telemetry_fd=telemetry, netns_fd=self.netns.fd if self.netns is not None else None,
-            )
-        try:
-            if self.process is None:
-                with self.netns.entered() if self.netns is not None else contextlib.nullcontext():
-                    self.process = BootstrapProcess.spawn(
-                        argv, executable=executable, cwd=self.spec.task_root, env=env, emit=self.emit,
-                        telemetry_fd=telemetry,
-                    )
+        try:  # (the launcher seam: the isolation tier decides how the process starts)
+            spawned = await launcher.current().spawn(SpawnRequest(
+                self.spec, argv, executable, env, self.emit, launch, self.cgroup, self.tmp_dir,
+                listen_fd=sock.fileno() if sock is not None else None, netns=self.netns))
         except OSError as exc:
+            shown = exc.filename if isinstance(exc.filename, str) else argv[0]
             return InitFailure("error", "Runtime.InvalidEntrypoint",
-                               f"fork/exec {argv[0]}: {(exc.strerror or str(exc)).lower()}", retry=False)
+                               f"fork/exec {shown}: {(exc.strerror or str(exc)).lower()}", retry=False)
+        self.process, self._cgroup_delegated = spawned.process, spawned.cgroup_joined
         if self.records is not None:
             self.records.record(self.id, self.process.pid, self.cgroup.path if self.cgroup is not None else None)
         return None

@@ -9,6 +9,9 @@ exit status comes from the fork server, its parent. Whenever a fork server is un
 returns None and the caller spawns as usual. LAMBDALET_FORK_SERVER=0 in the server's environment
 turns forking off.
 
+In the sandbox tier (environment/launcher.py) a fork server also clones each environment's PID 1 (`Sandboxing`),
+and keeps one such PID 1 prepared ahead for the next cold start.
+
 Should the server die without shutdown_all() (kill -9), a fork server does not outlive it: it exits at its
 socket's EOF, and is SIGKILLed by PR_SET_PDEATHSIG; each forked child gets SIGKILL when its fork server
 dies (both set in runtimes/python/lambdalet_runtime/fork_server.py).
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -25,15 +29,16 @@ import socket
 import struct
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from lambdalet.environment.process import BootstrapProcess, ForkedProcess, _LineReader
+from lambdalet.environment.process import BootstrapProcess, ForkedProcess, SandboxedProcess, _LineReader
 
 log = logging.getLogger("lambdalet.fork_servers")
 
 START_TIMEOUT_S = 5.0
 MAX_FAILURES = 3  # fork server deaths/start failures after which a command is spawned only
 SOCKET_FD_ENV = "_LAMBDALET_FORK_SERVER_FD"  # read by runtimes/python/lambdalet_runtime/fork_server.py
-NETNS_ENV = "_LAMBDALET_NETNS"  # in a fork request: its last fd is a network namespace for the child to join
+NETNS_ENV = "_LAMBDALET_NETNS"  # in a plain fork request: its last fd is a network namespace for the child to join
 
 
 def enabled() -> bool:
@@ -154,36 +159,50 @@ class ForkServer:
         self._output.close()
 
     async def fork(self, argv: list[str], args: list[str], *, cwd: str, env: dict[str, str],
-                   emit: Callable[[str], None], telemetry_fd: bool, netns_fd: int | None = None) -> ForkedProcess:
-        """Fork a child running argv (sys.argv[1:] = args), in the network namespace netns_fd if given
-        (the child joins it before anything else); raises OSError/ConnectionError on failure."""
+                   emit: Callable[[str], None], telemetry_fd: bool,
+                   sandbox: Sandboxing | None = None, netns_fd: int | None = None) -> ForkedProcess:
+        """Fork a child running argv (sys.argv[1:] = args), or, with sandbox, PID 1 of a sandbox that
+        runs it; in the network namespace netns_fd if given (joined before anything else); raises
+        OSError/ConnectionError on failure."""
         if self.dead:
             raise ConnectionError("fork server exited")
         env = {k: v for k, v in env.items() if k not in ("_LAMBDA_TELEMETRY_LOG_FD", NETNS_ENV)}
-        if netns_fd is not None:
+        if sandbox is None and netns_fd is not None:
             env[NETNS_ENV] = "1"
-        fields = [cwd, str(len(argv)), *argv, str(len(args)), *args, *(f"{k}={v}" for k, v in env.items())]
+        header = "" if sandbox is None else json.dumps(
+            {"sandbox": sandbox.config, "exec": sandbox.exec_path, "telemetry": telemetry_fd,
+             "listen": sandbox.listen_fd is not None, "netns": netns_fd is not None})
+        fields = [header, cwd, str(len(argv)), *argv, str(len(args)), *args, *(f"{k}={v}" for k, v in env.items())]
         payload = b"\0".join(os.fsencode(f) for f in fields)
         out_r, out_w = os.pipe()
-        frame_r = frame_w = -1
+        frame_r = frame_w = status_r = status_w = -1
         if telemetry_fd:
             frame_r, frame_w = os.pipe()
-        fds = [out_w] + ([frame_w] if frame_w >= 0 else [])
+        if sandbox is not None:
+            status_r, status_w = os.pipe()
+        ours = [fd for fd in (out_w, frame_w, status_w) if fd >= 0]
+        fds = ours + ([sandbox.listen_fd] if sandbox is not None and sandbox.listen_fd is not None else [])
+        if netns_fd is not None:
+            fds.append(netns_fd)  # (last, as the fork server expects it)
         try:
             reply: asyncio.Future[int] = self.loop.create_future()
-            sent = fds if netns_fd is None else [*fds, netns_fd]
-            self.sock.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _ints(sent))])
+            self.sock.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _ints(fds))])
             self._replies.append(reply)  # the fork server answers requests in the order they were sent
             pid = await asyncio.wait_for(reply, START_TIMEOUT_S)
         except BaseException:
-            for fd in (out_r, frame_r):
+            for fd in (out_r, frame_r, status_r):
                 if fd >= 0:
                     os.close(fd)
             raise
         finally:
-            for fd in fds:
+            for fd in ours:
                 os.close(fd)
-        proc = ForkedProcess.adopt(pid, out_r, frame_r if frame_r >= 0 else None, emit)
+        frames = frame_r if frame_r >= 0 else None
+        if sandbox is not None:
+            proc: ForkedProcess = SandboxedProcess.adopt_sandboxed(pid, out_r, frames, status_r, emit,
+                                                                   sandbox.on_exit)
+        else:
+            proc = ForkedProcess.adopt(pid, out_r, frames, emit)
         code = self._early_exits.pop(pid, None)
         if code is not None:
             proc.report_exit(code)
@@ -196,6 +215,16 @@ class ForkServer:
         self._died()
 
 
+@dataclass
+class Sandboxing:
+    """What a fork server needs to start a child in a sandbox (see environment/launcher.py)."""
+
+    config: dict  # read by runtimes/python/lambdalet_runtime/sandbox.py
+    exec_path: str | None  # exec this with argv; None: carry on into the forked runtime
+    listen_fd: int | None  # kept open by PID 1 (the Runtime API's listening socket)
+    on_exit: Callable[[], None]
+
+
 def _ints(fds: list[int]) -> bytes:
     return struct.pack(f"{len(fds)}i", *fds)
 
@@ -206,10 +235,10 @@ _failures: dict[tuple, int] = {}
 
 async def fork_process(
     fork_server: list[str], argv: list[str], *, cwd: str, env: dict[str, str],
-    emit: Callable[[str], None], telemetry_fd: bool = False, netns_fd: int | None = None,
+    emit: Callable[[str], None], telemetry_fd: bool = False, sandbox: Sandboxing | None = None,
+    netns_fd: int | None = None,
 ) -> BootstrapProcess | None:
-    """argv forked from the fork server started by `fork_server`, or None (then spawn argv as usual);
-    in the network namespace netns_fd, if given.
+    """argv forked from the fork server started by `fork_server`, or None (then spawn argv as usual).
 
     argv must be the fork server's command with its last argument (the mode flag) replaced by the child's
     arguments. The fork server is started by the first call, which returns None (that start is exec'd while
@@ -220,6 +249,28 @@ async def fork_process(
     prefix = len(fork_server) - 1
     if argv[:prefix] != fork_server[:prefix]:
         return None
+    server = ready_server(fork_server, env)
+    if server is None:
+        return None
+    try:
+        return await server.fork(argv, argv[prefix:], cwd=cwd, env=env, emit=emit, telemetry_fd=telemetry_fd,
+                                 sandbox=sandbox, netns_fd=netns_fd)
+    except (OSError, TimeoutError, ValueError) as exc:  # ConnectionError is an OSError
+        log.warning("fork server %s failed (%s): spawning instead", fork_server[0], exc)
+        key = _key(fork_server, env)
+        _failures[key] = _failures.get(key, 0) + 1
+        if isinstance(exc, TimeoutError):
+            server.close()
+        return None
+
+
+def _key(fork_server: list[str], env: dict[str, str]) -> tuple:
+    return (id(asyncio.get_running_loop()), tuple(fork_server), tuple(sorted(_startup_env(env).items())))
+
+
+def ready_server(fork_server: list[str], env: dict[str, str]) -> ForkServer | None:
+    """The fork server started by `fork_server` for env's locale if it is ready, else None (starting it
+    when there is none: it is ready a little later)."""
     startup = _startup_env(env)
     loop = asyncio.get_running_loop()
     key = (id(loop), tuple(fork_server), tuple(sorted(startup.items())))
@@ -240,15 +291,18 @@ async def fork_process(
         return None
     if not server.ready:
         return None
-    try:
-        return await server.fork(argv, argv[prefix:], cwd=cwd, env=env, emit=emit, telemetry_fd=telemetry_fd,
-                                 netns_fd=netns_fd)
-    except (OSError, TimeoutError, ValueError) as exc:  # ConnectionError is an OSError
-        log.warning("fork server %s failed (%s): spawning instead", fork_server[0], exc)
-        _failures[key] = _failures.get(key, 0) + 1
-        if isinstance(exc, TimeoutError):
-            server.close()
+    return server
+
+
+async def started_server(fork_server: list[str], env: dict[str, str]) -> ForkServer | None:
+    """ready_server(), waiting (START_TIMEOUT_S at most) for a fork server that is starting."""
+    ready_server(fork_server, env)
+    server = _servers.get(_key(fork_server, env))
+    if server is None:
         return None
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(asyncio.shield(server._ready), START_TIMEOUT_S)
+    return server if server.ready else None
 
 
 def shutdown_all() -> None:

@@ -243,11 +243,15 @@ class BootstrapProcess:
             return self.peak_rss
         self._sampled_at = now
         total = 0
-        for pid in _tree(self.pid):
+        for pid in self._memory_pids():
             total += _vm_hwm(pid)
         if total > self.peak_rss:
             self.peak_rss = total
         return self.peak_rss
+
+
+    def _memory_pids(self) -> list[int]:
+        return _tree(self.pid)
 
 
 class ForkedProcess(BootstrapProcess):
@@ -265,6 +269,74 @@ class ForkedProcess(BootstrapProcess):
 
     def report_exit(self, returncode: int) -> None:
         self._exited(returncode)
+
+
+class SandboxedProcess(ForkedProcess):
+    """PID 1 of a sandbox (runtimes/python/lambdalet_runtime/sandbox.py), forked by a fork server.
+
+    self.pid is PID 1 as this server sees it: it leads the process group, and ending it ends the whole
+    environment. Its status pipe says when the runtime runs (``started``: None, or the exec's errno)
+    and how it exited, which PID 1's own exit status cannot carry (a signal)."""
+
+    def __init__(self, pid: int, output: _LineReader, frames: _LineReader | None, status_r: int,
+                 on_exit: Callable[[], None]) -> None:
+        super().__init__(pid, output, frames)
+        self._status_fd = status_r
+        self._status_buf = b""
+        self._runtime_status: int | None = None
+        self._on_exit = on_exit
+        self.started: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        os.set_blocking(status_r, False)
+        asyncio.get_running_loop().add_reader(status_r, self._read_status)
+
+    @classmethod
+    def adopt_sandboxed(cls, pid: int, out_r: int, frame_r: int | None, status_r: int,
+                        emit: Callable[[str], None], on_exit: Callable[[], None]) -> SandboxedProcess:
+        """Watch PID 1 (pid) with its output pipes and its status pipe; on_exit is called once it is gone."""
+        frames = _FrameReader(frame_r, emit) if frame_r is not None else None
+        return cls(pid, _LineReader(out_r, emit), frames, status_r, on_exit)
+
+    def _read_status(self) -> None:
+        while self._status_fd >= 0:
+            try:
+                data = os.read(self._status_fd, 256)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._close_status()
+                return
+            self._status_buf += data
+            *lines, self._status_buf = self._status_buf.split(b"\n")
+            self._status_buf = self._status_buf[-64:]
+            for line in lines:  # (PID 1 runs as the function's user: what it wrote is not trusted)
+                kind, value = line[:1], line[1:]
+                number = int(value) if value.isdigit() and len(value) < 12 else None
+                if kind == b"S" and number is not None:
+                    self._runtime_status = number
+                elif kind in (b"R", b"E") and not self.started.done():
+                    self.started.set_result(number or (None if kind == b"R" else 8))
+
+    def _close_status(self) -> None:
+        if self._status_fd >= 0:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._status_fd)
+            os.close(self._status_fd)
+            self._status_fd = -1
+        if not self.started.done():
+            self.started.set_result(None)
+
+    def report_exit(self, returncode: int) -> None:
+        self._read_status()  # (what PID 1 wrote before it exited is in the pipe by now)
+        self._close_status()
+        if self._runtime_status is not None:
+            returncode = os.waitstatus_to_exitcode(self._runtime_status)
+        self._on_exit()
+        super().report_exit(returncode)
+
+    def _memory_pids(self) -> list[int]:
+        return _tree(self.pid)[1:]  # the runtime's tree: PID 1 (a copy of the fork server) is the platform's
 
 
 def _tree(root: int) -> list[int]:

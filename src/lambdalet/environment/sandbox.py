@@ -151,6 +151,11 @@ class MemoryCgroup:
         ~0.1 ms where add() from outside waits for an RCU grace period. None on v2 (no such fast path)."""
         return None if self.v2 else os.path.join(self.path, "tasks")
 
+    @property
+    def own_join_path(self) -> str:
+        """A file any process writes "0" to to move itself in: self_join_path on v1, cgroup.procs on v2."""
+        return self.self_join_path or os.path.join(self.path, "cgroup.procs")
+
     def holds(self, pid: int) -> bool:
         try:
             return str(pid) in _read(os.path.join(self.path, "cgroup.procs")).split()

@@ -13,6 +13,7 @@ from lambdalet.environment.managed import PROVIDED_RUNTIMES, LaunchSpec, Runtime
 
 RUNTIMES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runtimes")
 INIT_TIMEOUT_S = 10.0
+LAMBDA_BOOTSTRAPS = ("/var/task/bootstrap", "/opt/bootstrap")  # as Lambda names them when none is found
 XRAY_DAEMON = ("127.0.0.1", "2000")  # AWS's is link-local; nothing listens here, and UDP to it is harmless
 
 # Reserved variables (AWS rejects them at CreateFunction; lambdalet never lets user values win).
@@ -53,6 +54,7 @@ class FunctionSpec:
     memory_limit: bool = True  # enforce memory_mb with a cgroup where the machine allows it
     version: str = "$LATEST"  # or the number of a published version
     initialization_type: str = "on-demand"  # "provisioned-concurrency": initialized ahead of any invoke
+    ephemeral_mb: int = 512  # EphemeralStorage: the size of /tmp (in a sandbox)
 
     @property
     def pool_key(self) -> str:
