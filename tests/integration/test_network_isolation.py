@@ -237,25 +237,23 @@ def test_boto3_inside_a_function_reaches_lambdalets_api(server):
 
 @with_namespaces
 def test_python_runtimes_exec_d_and_forked_join_their_namespace(tmp_path: Path):
-    """The first Python environment of a server is exec'd while the fork server starts; later ones are
-    forked from it, and join their namespace before the runtime connects."""
+    """Each Python environment's runtime (the first exec'd while the fork server starts, later ones forked
+    from it; in the sandbox tier all started by their PID 1) runs in its own namespace, joined before the
+    runtime connects."""
     srv = start_server(tmp_path / "data")
     try:
         caller = unique_name("forked")
         create_function(srv, caller, make_zip({"app.py": CALLER}), runtime="python3.11", handler="app.handler")
-        seen = {}
-        for attempt in range(20):
+        seen = set()
+        for attempt in range(3):
             body = invoke(srv, caller, {})
             assert body["api"] == "127.0.0.1:9001"
             assert body["netns"] != os.readlink("/proc/self/ns/net")
-            seen[body["ppid"] == srv.process.pid] = body["netns"]
-            if len(seen) == 2:
-                break
+            seen.add(body["netns"])
             srv.lambda_client.update_function_configuration(FunctionName=caller,
                                                             Environment={"Variables": {"NN": str(attempt)}})
             time.sleep(0.3)
-        assert set(seen) == {True, False}, "never both exec'd and forked"
-        assert seen[True] != seen[False]
+        assert len(seen) == 3, "environments shared a network namespace"
     finally:
         stop_server(srv)
     # A server stopped as usual leaves no veth (nor namespace) behind either.

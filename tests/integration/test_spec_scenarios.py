@@ -144,6 +144,11 @@ def test_process_list_script_runs_verbatim(server):
             "PID 2: /bin/sh /var/task/bootstrap ",
         ]
         assert not msgs[start + 3].startswith("PID ")
+        # and port 9001 is PID 1's, as on AWS
+        match = msgs.index("[MATCH FOUND]")
+        assert msgs[match + 1:match + 4] == [
+            "PID: 1", "Process Name: init",
+            "Command Line: /var/runtime/init --enable-extensions --logs-egress-api fluxpump --disable-tracing "]
     assert any("/bin/sh" in m and "bootstrap" in m for m in pid_lines), pid_lines
     assert 'The event data is: {"k": 1}' in msgs
 
