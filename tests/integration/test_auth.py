@@ -370,7 +370,10 @@ def test_off_loopback_with_auth_every_call_is_verified(tmp_path: Path) -> None:
     creds.write_text(CREDENTIALS_FILE)
     srv = start_server(tmp_path / "data", "--host", "0.0.0.0", "--auth", str(creds))  # (the last --host wins)
     try:
-        assert "every API call must be signed with a key of" in srv.server_log()
+        deadline = time.monotonic() + 10  # (the line comes once listening: the health check may answer first)
+        while "every API call must be signed with a key of" not in srv.server_log():
+            assert time.monotonic() < deadline, srv.server_log()
+            time.sleep(0.05)
         assert client(srv).list_functions()["Functions"] == []
         assert http("GET", srv.endpoint + "/2015-03-31/functions/")[0] == 403
     finally:
