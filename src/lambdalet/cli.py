@@ -38,8 +38,6 @@ def _serve(args: argparse.Namespace) -> int:
     except launcher.IsolationUnavailable as exc:
         logging.getLogger("lambdalet").error("cannot start: %s", exc)
         return 1
-    logging.getLogger("lambdalet").log(logging.WARNING if isolation.startswith("isolation off") else logging.INFO,
-                                       isolation)
     interpreters: dict[str, str] = {}
     for item in args.runtime_interpreter or []:
         runtime, sep, path = item.partition("=")
@@ -59,7 +57,7 @@ def _serve(args: argparse.Namespace) -> int:
         uvloop = None
     runner = asyncio.Runner(loop_factory=uvloop.new_event_loop if uvloop else None)
     with runner:
-        return runner.run(_run_server(FrontDoor, settings))
+        return runner.run(_run_server(FrontDoor, settings, isolation))
 
 
 def _uid_range(text: str) -> tuple[int, int] | None:
@@ -69,7 +67,7 @@ def _uid_range(text: str) -> tuple[int, int] | None:
     return int(first), int(last)
 
 
-async def _run_server(front_door_cls, settings) -> int:
+async def _run_server(front_door_cls, settings, isolation: str = "") -> int:
     from lambdalet.api import ConfigError
     from lambdalet.scheduler import DataDirInUse, IsolationUnavailable
 
@@ -93,6 +91,9 @@ async def _run_server(front_door_cls, settings) -> int:
         return 1
     from lambdalet.environment import launcher
 
+    # One line says what isolates functions here, and what is off.
+    line = "; ".join(part for part in (isolation, front.network) if part)
+    log.log(logging.WARNING if " off" in line else logging.INFO, "%s", line)
     await launcher.current().prepare()
     # What start-up allocated lives as long as the server: the collector need not scan it again, and
     # a larger young generation collects a few times a second under load instead of every few invokes.

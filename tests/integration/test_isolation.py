@@ -87,8 +87,10 @@ def test_start_up_names_the_tier(server: Server, plain: Server) -> None:
     assert ("isolation sandbox:" in lines[0]) == SANDBOXED
     if not SANDBOXED and not CAN_SANDBOX:  # one line that says what is off
         assert "isolation off (" in lines[0] and "no PID namespace" in lines[0]
-    assert next(line for line in plain.server_log().splitlines() if "isolation" in line).endswith(
-        "isolation none (--isolation none): functions run as the server's user and see its files")
+    plain_lines = [line for line in plain.server_log().splitlines() if "isolation" in line]
+    assert len(plain_lines) == 1 and plain_lines[0].endswith(  # one line names all that is off
+        "isolation none (--isolation none): functions run as the server's user and see its files; "
+        "network isolation off (--isolation none)")
 
 
 def test_strict_refuses_to_start_without_the_sandbox(tmp_path: Path) -> None:

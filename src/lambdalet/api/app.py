@@ -104,6 +104,7 @@ class FrontDoor:
         limits = ServerLimits(MAX_HEAD_BYTES, settings.keep_alive_s, _connection_cap(settings.max_connections))
         self.http = HttpServer(self.handle, self.fast, limits=limits, error_answer=protocol_error)
         self.address = ("", 0)
+        self.network = ""  # what isolates environments' networks (start() says)
 
     async def start(self) -> None:
         self.address = await self.http.listen(self.settings.host, self.settings.port)
@@ -112,7 +113,7 @@ class FrontDoor:
             host = "127.0.0.1"
         self.functions.endpoint_url = f"http://{host}:{self.address[1]}"
         # Environments in network namespaces reach this API on 127.0.0.1:<port> of their own.
-        log.info("%s", start_network_isolation(self.settings.isolation, self.address[1], self.http.serve))
+        self.network = start_network_isolation(self.settings.isolation, self.address[1], self.http.serve)
         self.scheduler.start_reaper()
         self.invoker.start_worker()
         self.lambda_api.provisioned.refresh_all()
