@@ -17,7 +17,7 @@ awslambdaric and the RIE binary (inside the aws-sam-cli wheel) are installed in 
 instead: it spends ~200-400 us of CPU per request itself (wrk: ~40-50), on the same cores, so the figures are
 less precise.
 
-    python bench/bench_warm_path.py [--duration 12] [--rounds 2] [--invokes 3000] [--quick]
+    python bench/bench_warm_path.py [--duration 12] [--rounds 2] [--invokes 3000] [--quick] [--serve-arg=--isolation=none]
     python bench/bench_warm_path.py --profile /tmp/serve.prof    # part 1 only, server under cProfile
     python bench/bench_warm_path.py --strace                     # part 1 only, + syscalls per invoke
 
@@ -153,7 +153,7 @@ class Server:
 
 
 def start_server(procs: Procs, work: str, src: str | None, profile: str | None,
-                 python: str | None = None) -> Server:
+                 python: str | None = None, extra: tuple[str, ...] = ()) -> Server:
     data_dir = os.path.join(work, "data")
     log_path = os.path.join(work, "serve.log")
     port = free_port()
@@ -172,7 +172,7 @@ def start_server(procs: Procs, work: str, src: str | None, profile: str | None,
                                capture_output=True, text=True, cwd=work).stdout.strip()
         if not where.startswith(os.path.abspath(src)):
             raise SystemExit(f"--src {src}: lambdalet would be imported from {where or '?'}")
-    argv = [*head, "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", data_dir]
+    argv = [*head, "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", data_dir, *extra]
     with open(log_path, "wb") as log:
         proc = procs.start(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                            cwd=work)
@@ -490,6 +490,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="--duration 4 --rounds 1 --invokes 800")
     parser.add_argument("--src", help="run the server from this source tree (PYTHONPATH) instead of the installed one")
+    parser.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
+                        help="one more argument for `lambdalet serve` (repeatable), e.g. --serve-arg=--isolation=none")
     parser.add_argument("--server-python", metavar="PYTHON",
                         help="run the server as PYTHON -m lambdalet.cli (with httptools and uvloop installed "
                              "there; e.g. a 3.12 venv, for PYTHONPERFSUPPORT=1 and perf)")
@@ -531,7 +533,7 @@ def main() -> int:
     try:
         print(f"lambdalet {git_state()}{'; server from ' + args.src if args.src else ''}; "
               f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
-        server = start_server(procs, work, args.src, args.profile, args.server_python)
+        server = start_server(procs, work, args.src, args.profile, args.server_python, tuple(args.serve_arg))
         create_function(server.port)
         ours = Invoker(server.port, INVOKE_PATH, body=PAYLOAD)
         python, version = which_python(ours)
