@@ -72,6 +72,11 @@ async def _run_server(front_door_cls, settings, isolation: str = "") -> int:
     from lambdalet.scheduler import DataDirInUse, IsolationUnavailable
 
     log = logging.getLogger("lambdalet")
+    # (first: a SIGTERM while starting, e.g. right after the health check answers, is a clean stop too)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     try:
         front = front_door_cls(settings)
     except ConfigError as exc:
@@ -94,7 +99,11 @@ async def _run_server(front_door_cls, settings, isolation: str = "") -> int:
     # One line says what isolates functions here, and what is off.
     line = "; ".join(part for part in (isolation, front.network) if part)
     log.log(logging.WARNING if " off" in line else logging.INFO, "%s", line)
-    await launcher.current().prepare()
+    try:
+        await launcher.current().prepare()
+    except BaseException:
+        await front.close()
+        raise
     # What start-up allocated lives as long as the server: the collector need not scan it again, and
     # a larger young generation collects a few times a second under load instead of every few invokes.
     gc.collect()
@@ -103,10 +112,6 @@ async def _run_server(front_door_cls, settings, isolation: str = "") -> int:
     host, port = front.address[0], front.address[1]
     log.info("lambdalet serving on http://%s:%s (data dir %s)%s", host, port, os.path.abspath(settings.data_dir),
              f"; every API call must be signed with a key of {settings.auth_file}" if settings.auth_file else "")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:

@@ -234,9 +234,11 @@ def handler(event, context):
     try:
         while len(children) < 1100:
             pid = os.fork()
-            if pid == 0:
-                time.sleep(5)
-                os._exit(0)
+            if pid == 0:  # (exec'd: a thousand forked interpreters would dirty their memory past the limit)
+                try:
+                    os.execv("/bin/sleep", ["sleep", "5"])
+                finally:
+                    os._exit(0)
             children.append(pid)
     except OSError as exc:
         error = exc.strerror
@@ -270,6 +272,8 @@ def test_python_runtime_runs_from_var_runtime_in_the_sandbox(server: Server) -> 
     code = """
 import os, sys
 def handler(event, context):
+    churn = [str(i) * 20 for i in range(50000)]  # (reuses what was freed: a cmdline in freed memory shows)
+    del churn
     return {"uid": os.getuid(), "ppid": os.getppid(), "cwd": os.getcwd(), "root": os.environ["LAMBDA_TASK_ROOT"],
             "cmdline": open("/proc/self/cmdline").read().split("\\0"), "init": open("/proc/1/cmdline").read(),
             "boto3": __import__("importlib.util").util.find_spec("boto3") is not None}

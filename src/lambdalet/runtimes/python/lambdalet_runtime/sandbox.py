@@ -45,7 +45,8 @@ _libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_u
 _libc.sethostname.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
 _libc.syscall.restype = ctypes.c_long
 _libc.sbrk.restype = ctypes.c_void_p
-_keep: list[ctypes.Array] = []  # a rewritten cmdline's buffer lives as long as the process
+_libc.malloc.restype = ctypes.c_void_p
+_libc.malloc.argtypes = [ctypes.c_size_t]
 _layout: list[int] = []
 
 
@@ -165,9 +166,12 @@ def set_cmdline(argv: list[str] | tuple[str, ...], comm: str | None = None) -> N
         # start_code, end_code, start_data, end_data, start_brk, start_stack, env_start, env_end (proc(5))
         _layout.extend(int(stat[number - 3]) for number in (26, 27, 45, 46, 47, 28, 50, 51))
     code, end_code, data, end_data, start_brk, stack, env, end_env = _layout
-    buf = ctypes.create_string_buffer(text, len(text))
-    _keep.append(buf)
-    start = ctypes.addressof(buf)
+    # The kernel reads /proc/<pid>/cmdline from this memory for the process's whole life: malloc'd and
+    # never freed (a Python buffer would be freed with this module, which a forked runtime drops).
+    start = _libc.malloc(len(text))
+    if not start:
+        raise OSError(12, "cannot allocate the cmdline")
+    ctypes.memmove(start, text, len(text))
     mm = _MmMap(code, end_code, data, end_data, start_brk, _libc.sbrk(0), stack,
                 start, start + len(text), env, end_env, 0, 0, 0xFFFFFFFF)
     _check(_libc.prctl(PR_SET_MM, PR_SET_MM_MAP, ctypes.addressof(mm), ctypes.sizeof(mm), 0), "prctl PR_SET_MM_MAP")
