@@ -570,7 +570,7 @@ async def test_pipelined_bytes_beyond_max_head_bytes_are_not_one_head(shape):
         expected = 2
     assert len(data) > h.server.limits.max_head_bytes
     c.send(data)
-    await until(lambda: len(c.answers()) == expected or c.closed, what="the answers")
+    await until(lambda: len(c.answers()) == expected or c.closed, timeout=10, what="the answers")  # (slow when loaded)
     assert [a.status for a in c.answers()] == [200] * expected
     assert h.errors.calls == []
 

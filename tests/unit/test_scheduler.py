@@ -53,6 +53,9 @@ def test_a_platform_fault_fails_the_caller_and_replaces_the_environment(
             first = Invocation(b'{"n":1}', "arn")
             env = await scheduler.invoke("echo", first)
             assert (await asyncio.wait_for(first.outcome, 10)).payload == b'{"n":1}'
+            # Its /next came: the environment is free again, not finishing, so that the next invoke takes
+            # it even on a loaded machine (a finishing one is waited for only FINISHING_GRACE_S).
+            await asyncio.wait_for(first.done, 10)
             pid = env.process.pid
 
             real_dispatch = ExecutionEnvironment._dispatch
