@@ -208,3 +208,16 @@ async def test_a_remembered_head_split_across_reads_is_parsed(cut):
     c.send(req[cut:])
     await until(lambda: len(h.seen) == 2)
     assert seen(h)[0] == seen(h)[1]
+
+
+@aio
+async def test_a_repeated_head_brings_each_requests_own_body():
+    h = Harness()
+    c = h.connect()
+    parser = counted(c)
+    bodies = [b"%04d" % i for i in range(5)]  # the same length: the same head, byte for byte
+    for body in bodies:
+        c.send(post("/same", body))
+    await until(lambda: len(h.seen) == len(bodies))
+    assert [s.body for s in h.seen] == bodies
+    assert parser.fed == len(post("/same", bodies[0]))  # only the first went through llhttp
