@@ -46,14 +46,19 @@ class EnvState(enum.Enum):
     STOPPED = "stopped"
 
 
+# The members as module globals: on Python 3.11 `EnvState.READY` is a metaclass lookup of ~900
+# instructions, a global almost nothing, and the warm path compares states a few dozen times.
+_INITIALIZING, _READY, _BUSY, _FAILED, _STOPPED = (
+    EnvState.INITIALIZING, EnvState.READY, EnvState.BUSY, EnvState.FAILED, EnvState.STOPPED)
+
 # What each state may become; anything else is a platform bug, refused (the caller gets a ServiceException
 # and the environment is replaced). STOPPED is final.
 _NEXT_STATES = {
-    EnvState.INITIALIZING: frozenset({EnvState.INITIALIZING, EnvState.READY, EnvState.FAILED, EnvState.STOPPED}),
-    EnvState.READY: frozenset({EnvState.BUSY, EnvState.INITIALIZING, EnvState.STOPPED}),
-    EnvState.BUSY: frozenset({EnvState.READY, EnvState.INITIALIZING, EnvState.FAILED, EnvState.STOPPED}),
-    EnvState.FAILED: frozenset({EnvState.BUSY, EnvState.INITIALIZING, EnvState.STOPPED}),
-    EnvState.STOPPED: frozenset(),
+    _INITIALIZING: frozenset({_INITIALIZING, _READY, _FAILED, _STOPPED}),
+    _READY: frozenset({_BUSY, _INITIALIZING, _STOPPED}),
+    _BUSY: frozenset({_READY, _INITIALIZING, _FAILED, _STOPPED}),
+    _FAILED: frozenset({_BUSY, _INITIALIZING, _STOPPED}),
+    _STOPPED: frozenset(),
 }
 
 
@@ -86,7 +91,7 @@ class ExecutionEnvironment:
         self.credentials = self._credential_store.issue(f"{spec.name}:{spec.version}", self.id)
         self.log_stream = datetime.now(UTC).strftime("%Y/%m/%d/") + f"[{spec.version}]{self.id}"
         self.tmp_dir = os.path.join(tmp_root, self.id)
-        self._state = EnvState.INITIALIZING
+        self._state = _INITIALIZING
         self.last_used = time.monotonic()
         self.invocations = 0
         self._retired = False  # the function changed: stop after the current work
@@ -157,7 +162,7 @@ class ExecutionEnvironment:
         inv, started, init_ms, _ = watched
         try:
             self._log_end(inv, started, init_ms)
-            self._enter(EnvState.READY)
+            self._enter(_READY)
         except Exception as exc:  # a platform fault: the scheduler replaces the environment
             self._end_invoke(inv, exc)
             return
@@ -171,7 +176,7 @@ class ExecutionEnvironment:
     def available(self) -> bool:
         """Can take an invocation now (possibly after waiting for its Init phase)."""
         return not self._retired and not self._claimed and self._state in (
-            EnvState.READY, EnvState.INITIALIZING, EnvState.FAILED)
+            _READY, _INITIALIZING, _FAILED)
 
     # ---------------------------------------------------------------- the state machine
     @property
@@ -191,7 +196,7 @@ class ExecutionEnvironment:
     def retire(self) -> bool:
         """Take no new invocation; True when nothing runs or waits here, so it can be stopped now."""
         self._retired = True
-        return self._state is not EnvState.BUSY and not self._claimed
+        return self._state is not _BUSY and not self._claimed
 
     @property
     def waiting_invoke(self) -> bool:
@@ -206,7 +211,7 @@ class ExecutionEnvironment:
 
     def claim_ready(self) -> bool:
         """Claim the environment for an invocation if it is Ready and free (nobody else may pick it)."""
-        if self._state is EnvState.READY and not self._claimed and not self._retired:
+        if self._state is _READY and not self._claimed and not self._retired:
             self._claimed = True
             return True
         return False
@@ -215,7 +220,7 @@ class ExecutionEnvironment:
     def finishing(self) -> bool:
         """Busy, but the caller already has its response: free again at the runtime's next /next."""
         inv = self._current
-        return self._state is EnvState.BUSY and inv is not None and inv.resolved and not self._retired
+        return self._state is _BUSY and inv is not None and inv.resolved and not self._retired
 
     def start(self) -> None:
         """Begin the Init phase (a cold start)."""
@@ -225,21 +230,21 @@ class ExecutionEnvironment:
         self._init_task = asyncio.get_running_loop().create_task(self._init_phase(cold=True))
 
     async def _init_phase(self, cold: bool = False) -> None:
-        self._enter(EnvState.INITIALIZING)
+        self._enter(_INITIALIZING)
         self._platform(platform_log.init_start(self.spec.runtime, self.spec.region))
         started = time.monotonic()
         failure = await self._spawn_and_wait(INIT_TIMEOUT_S)
         elapsed = (time.monotonic() - started) * 1000
-        if self._state is EnvState.STOPPED:
+        if self._state is _STOPPED:
             return
         if failure is None:
-            self._enter(EnvState.READY)
+            self._enter(_READY)
             if cold and not self.provisioned:
                 self._cold_init_ms = elapsed
             return
         self._platform(platform_log.init_report(elapsed, "init", failure.status, failure.error_type))
         await self._end_process()
-        self._enter(EnvState.FAILED)
+        self._enter(_FAILED)
 
     async def _spawn_and_wait(self, budget: float) -> InitFailure | None:
         """Start the bootstrap and wait for its first /next; None on success."""
@@ -339,7 +344,7 @@ class ExecutionEnvironment:
             return None
         if self.netns is None:
             netns = await NAMESPACES.take()
-            if self._state is EnvState.STOPPED:  # stopped while it waited
+            if self._state is _STOPPED:  # stopped while it waited
                 netns.close()
                 raise OSError("environment stopped")
             self.netns = netns
@@ -362,7 +367,7 @@ class ExecutionEnvironment:
                 self.records.process_ended(self.id, self.cgroup.path if self.cgroup is not None else None)
 
     def _restart_in_background(self) -> None:
-        self._enter(EnvState.INITIALIZING)
+        self._enter(_INITIALIZING)
         self._init_task = asyncio.get_running_loop().create_task(self._init_phase())
 
     def run(self, inv: Invocation, on_end: Callable[[Invocation, BaseException | None], None]) -> None:
@@ -373,7 +378,7 @@ class ExecutionEnvironment:
         and callbacks: no task, no asyncio.wait (~40-60 µs a warm invoke). Otherwise a task waits for
         the Init phase first."""
         self._on_end = on_end
-        if self._state is EnvState.READY and self.process is not None and self.session is not None \
+        if self._state is _READY and self.process is not None and self.session is not None \
                 and (self._init_task is None or self._init_task.done()):
             started = self._begin(inv)
             init_ms, self._cold_init_ms = self._cold_init_ms, None
@@ -387,7 +392,7 @@ class ExecutionEnvironment:
 
     def _begin(self, inv: Invocation) -> float:
         self._claimed = False
-        self._enter(EnvState.BUSY)
+        self._enter(_BUSY)
         self.invocations += 1
         self._current = inv
         self._began_ms = platform_log.now_ms()
@@ -401,7 +406,7 @@ class ExecutionEnvironment:
                     await asyncio.shield(self._init_task)
             finally:
                 self._claimed = False
-            if self._state is EnvState.STOPPED:
+            if self._state is _STOPPED:
                 inv.resolve(_failure_outcome(inv, "Runtime.Unavailable", "Execution environment stopped"))
                 self._end_invoke(inv, None)
                 return
@@ -459,7 +464,7 @@ class ExecutionEnvironment:
         if failure.retry and not self._retired:
             self._restart_in_background()
         else:
-            self._enter(EnvState.FAILED)
+            self._enter(_FAILED)
 
     def _dispatch(self, inv: Invocation, started: float, init_ms: float | None) -> None:
         """Hand inv to the runtime, and follow it: invocation_finished() (the next /next), the deadline
@@ -527,7 +532,7 @@ class ExecutionEnvironment:
                 inv.resolve(outcome)
                 self._log_end(inv, started, init_ms)
                 await self._end_process(grace=0.5)
-            if self._retired or self._state is EnvState.STOPPED:
+            if self._retired or self._state is _STOPPED:
                 await self.stop()
             else:
                 self._restart_in_background()
@@ -561,9 +566,9 @@ class ExecutionEnvironment:
 
     async def stop(self) -> None:
         """End the environment: its process tree, its Runtime API port, its temporary files."""
-        if self._state is EnvState.STOPPED:
+        if self._state is _STOPPED:
             return
-        self._enter(EnvState.STOPPED)
+        self._enter(_STOPPED)
         self._credential_store.revoke(self.credentials)
         if self._init_task is not None and not self._init_task.done() and not self._claimed:
             self._init_task.cancel()
@@ -582,8 +587,8 @@ class ExecutionEnvironment:
 
     def kill_now(self) -> None:
         """Synchronously end the process tree (server shutdown)."""
-        if self._state is not EnvState.STOPPED:
-            self._enter(EnvState.STOPPED)
+        if self._state is not _STOPPED:
+            self._enter(_STOPPED)
         self._credential_store.revoke(self.credentials)
         if self.process is not None:
             self.process.kill_now()
