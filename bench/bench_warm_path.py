@@ -17,7 +17,8 @@ awslambdaric and the RIE binary (inside the aws-sam-cli wheel) are installed in 
 instead: it spends ~200-400 us of CPU per request itself (wrk: ~40-50), on the same cores, so the figures are
 less precise.
 
-    python bench/bench_warm_path.py [--duration 12] [--rounds 2] [--invokes 3000] [--quick] [--serve-arg=--isolation=none]
+    python bench/bench_warm_path.py [--duration 12] [--rounds 2] [--invokes 3000] [--quick]
+    python bench/bench_warm_path.py --serve-arg=--isolation=none   # the same, with a serve argument
     python bench/bench_warm_path.py --profile /tmp/serve.prof    # part 1 only, server under cProfile
     python bench/bench_warm_path.py --strace                     # part 1 only, + syscalls per invoke
 

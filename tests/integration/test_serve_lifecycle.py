@@ -122,3 +122,12 @@ def test_deleting_a_function_ends_its_environments(tmp_path):
         assert srv.lambda_client.invoke(FunctionName="gone", Payload=b"{}")["StatusCode"] == 200
     finally:
         stop_server(srv)
+
+
+def test_sigterm_right_after_the_health_check_is_a_clean_stop(tmp_path):
+    """The health check answers while start-up still runs (the sandbox's fork server is starting): a
+    SIGTERM then ends the server as cleanly as later, exit status 0, not a kill by the signal."""
+    for attempt in range(3):
+        srv = start_server(tmp_path / f"data{attempt}")
+        assert stop_server(srv) == 0, srv.log_path.read_text(errors="replace")[-2000:]
+        assert "stopping: ending every execution environment" in srv.server_log()
