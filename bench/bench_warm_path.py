@@ -95,7 +95,9 @@ class Procs:
 
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen] = []
-        self.seen: dict[int, int] = {}  # pid -> start time of every descendant ever seen
+        # root pid -> {pid: start time} of every descendant ever seen below that root: stopping one
+        # process (the RIE) ends what was below it, never what is below another (the server's runtimes)
+        self.seen: dict[int, dict[int, int]] = {}
 
     def start(self, argv: list[str], **kw) -> subprocess.Popen:
         proc = subprocess.Popen(argv, start_new_session=True, **kw)
@@ -106,8 +108,9 @@ class Procs:
         table = process_table()
         for proc in self.procs:
             if proc.poll() is None:
+                tree = self.seen.setdefault(proc.pid, {})
                 for info in descendants(proc.pid, table).values():
-                    self.seen[info.pid] = info.start
+                    tree[info.pid] = info.start
 
     def stop(self, proc: subprocess.Popen, grace: float = 8.0) -> None:
         """SIGTERM (the server then ends its environments), SIGKILL after grace; then leftovers below it."""
@@ -121,16 +124,20 @@ class Procs:
                 proc.wait()
         if proc in self.procs:
             self.procs.remove(proc)
-        self._kill_leftovers()
+        self._kill_leftovers(proc.pid)
 
-    def _kill_leftovers(self) -> None:
-        for pid, start in list(self.seen.items()):
-            info = read_proc(pid)
-            if info is not None and info.start == start:  # the same process, not a reused pid
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-            if info is None or info.start == start:
-                self.seen.pop(pid, None)
+    def _kill_leftovers(self, root: int | None = None) -> None:
+        for top in [root] if root is not None else list(self.seen):
+            tree = self.seen.get(top, {})
+            for pid, start in list(tree.items()):
+                info = read_proc(pid)
+                if info is not None and info.start == start:  # the same process, not a reused pid
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+                if info is None or info.start == start:
+                    tree.pop(pid, None)
+            if not tree:
+                self.seen.pop(top, None)
 
     def stop_all(self) -> None:
         self.remember_trees()
@@ -225,6 +232,7 @@ class LoadRun:
     client_s: float = 0.0  # the load generator's CPU
     machine_busy_ticks: int = 0
     machine_total_ticks: int = 0
+    machine_steal_ticks: int = 0  # of the busy ticks: the hypervisor running something else
     gone: int = 0  # processes below the target that ended during the run (their CPU is missed)
     cold_starts: int | None = None  # "cold start:" lines the server logged during the run
 
@@ -260,6 +268,12 @@ def _is_runtime(label: str) -> bool:
     return not label.startswith("other: ")
 
 
+def _steal_ticks() -> int:
+    with open("/proc/stat") as f:
+        parts = f.readline().split()
+    return int(parts[8]) if len(parts) > 8 else 0
+
+
 def _cold_starts(log_path: str | None) -> int:
     if log_path is None or not os.path.exists(log_path):
         return 0
@@ -275,6 +289,7 @@ def run_load(label: str, target: int, port: int, path: str, conns: int, threads:
     before_target = read_proc(target)
     before_tree = descendants(target)
     busy0, total0 = machine_ticks()
+    steal0 = _steal_ticks()
     url = f"http://127.0.0.1:{port}{path}"
     if use_wrk:
         script = os.path.join(work, "invoke.lua")
@@ -291,6 +306,7 @@ def run_load(label: str, target: int, port: int, path: str, conns: int, threads:
     procs.procs.remove(proc)
     time.sleep(0.15)  # the server's batched log flush (50 ms) belongs to these invokes
     busy1, total1 = machine_ticks()
+    result.machine_steal_ticks = _steal_ticks() - steal0
     after_target = read_proc(target)
     after_tree = descendants(target)
     procs.remember_trees()
@@ -344,6 +360,7 @@ def merge(runs: list[LoadRun]) -> LoadRun:
         out.client_s += r.client_s
         out.machine_busy_ticks += r.machine_busy_ticks
         out.machine_total_ticks += r.machine_total_ticks
+        out.machine_steal_ticks += r.machine_steal_ticks
         out.gone += r.gone
         if r.cold_starts is not None:
             out.cold_starts = (out.cold_starts or 0) + r.cold_starts
@@ -368,7 +385,8 @@ def describe(run: LoadRun, target_name: str) -> None:
     if run.machine_total_ticks:
         ours = run.target_ticks + runtimes + others + run.client_s * CLK_TCK
         cores = os.cpu_count() or 1
-        print(f"    machine: {100 * run.machine_busy_ticks / run.machine_total_ticks:.0f}% of {cores} cores busy; "
+        print(f"    machine: {100 * run.machine_busy_ticks / run.machine_total_ticks:.0f}% of {cores} cores busy "
+              f"({100 * run.machine_steal_ticks / run.machine_total_ticks:.0f}% stolen by the hypervisor); "
               f"other processes ~{max(0.0, run.machine_busy_ticks - ours) / CLK_TCK / max(run.seconds, 1e-9):.2f} "
               f"cores")
     if run.gone:
@@ -469,6 +487,26 @@ def loadgen(port: int, path: str, conns: int, seconds: float) -> None:
 
 # ---------------------------------------------------------------- main
 
+def cpu_identity() -> str:
+    """What the cores are (figures from machines of other kinds are not comparable): model, family/model, MHz."""
+    info: dict[str, str] = {}
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            key, sep, value = line.partition(":")
+            if not sep:
+                break  # the first processor only
+            info.setdefault(key.strip(), value.strip())
+    return (f"{info.get('model name', '?')}, family {info.get('cpu family', '?')} model {info.get('model', '?')}, "
+            f"{float(info.get('cpu MHz', 0) or 0):.0f} MHz")
+
+
+def python_speed(python: str) -> str:
+    """A fixed CPU-bound loop on the server's interpreter: tells a slow machine or interpreter build at once."""
+    code = "import timeit; print(min(timeit.repeat('sum(range(1000))', number=2000, repeat=5)) / 2000 * 1e6)"
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True).stdout.strip()
+    return f"{float(out):.1f} µs" if out else "?"
+
+
 def git_state() -> str:
     try:
         head = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h"], capture_output=True,
@@ -534,6 +572,8 @@ def main() -> int:
     try:
         print(f"lambdalet {git_state()}{'; server from ' + args.src if args.src else ''}; "
               f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
+        server_python = args.server_python or sys.executable
+        print(f"cpu: {cpu_identity()}; sum(range(1000)) on {server_python}: {python_speed(server_python)}")
         server = start_server(procs, work, args.src, args.profile, args.server_python, tuple(args.serve_arg))
         create_function(server.port)
         ours = Invoker(server.port, INVOKE_PATH, body=PAYLOAD)

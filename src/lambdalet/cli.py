@@ -242,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="sandbox each execution environment (namespaces, own uid, Lambda's filesystem and "
                             "limits): auto = where the host allows it, strict = refuse to start without, none = off")
     serve.add_argument("--uid-range", default="200000-265535", metavar="FIRST-LAST",
-                       help="uids (and gids) given to sandboxed environments, one each (default 200000-265535)")
+                       help="uids (and gids) given to sandboxed environments, one each, when the server runs as root "
+                            "(default 200000-265535); without root each runs as uid 993 in a user namespace of its own")
     serve.add_argument("--auth", metavar="CREDENTIALS_FILE",
                        help="verify AWS SigV4 on every API call against the access keys of this AWS "
                             "shared-credentials file (required when --host is not a loopback address)")

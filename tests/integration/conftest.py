@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import zipfile
@@ -60,6 +63,7 @@ class Server:
 # `lambdalet serve --isolation` for servers whose tests do not choose one (LAMBDALET_TEST_ISOLATION=none runs the
 # whole suite in the degraded tier); the default, auto, sandboxes where this machine allows it (root, Linux).
 TEST_ISOLATION = os.environ.get("LAMBDALET_TEST_ISOLATION", "auto")
+UNPRIVILEGED_UID = 60999  # the uid of the servers run without root (any uid without processes of its own here)
 
 
 def sandboxed() -> bool:
@@ -67,17 +71,18 @@ def sandboxed() -> bool:
     return TEST_ISOLATION != "none" and sys.platform.startswith("linux") and os.geteuid() == 0
 
 
-def start_server(data_dir: Path, *extra: str) -> Server:
+def start_server(data_dir: Path, *extra: str, as_uid: int | None = None, log_dir: Path | None = None) -> Server:
+    """A real `lambdalet serve` on data_dir; as_uid runs it as that (unprivileged) uid, from root."""
     if "--isolation" not in extra:
         extra = (*extra, "--isolation", TEST_ISOLATION)
     port = free_port()
-    log_path = data_dir.parent / f"server-{port}.log"
+    log_path = (log_dir or data_dir.parent) / f"server-{port}.log"
     log_file = open(log_path, "wb")  # noqa: SIM115 - lives as long as the server
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lambdalet.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--data-dir", str(data_dir), *extra],
-        stdout=log_file, stderr=subprocess.STDOUT, cwd=str(REPO),
-    )
+    argv = [sys.executable, "-m", "lambdalet.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+            "--data-dir", str(data_dir), *extra]
+    if as_uid is not None:
+        argv = as_unprivileged(as_uid, argv, [sys.executable, sys.prefix, sys.base_prefix, str(REPO), str(data_dir)])
+    proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, cwd=str(REPO))
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.time() + 20
     while time.time() < deadline:
@@ -90,6 +95,54 @@ def start_server(data_dir: Path, *extra: str) -> Server:
             time.sleep(0.05)
     proc.kill()
     raise RuntimeError("lambdalet serve did not start:\n" + log_path.read_text(errors="replace"))
+
+
+def as_unprivileged(uid: int, argv: list[str], paths: list[str]) -> list[str]:
+    """argv run by root as uid (gid = uid, no groups), able to reach `paths`: a directory on their way that
+    only its owner may enter (pyenv's Pythons under /root) is shadowed by a tmpfs that holds just what
+    leads to them, in a mount namespace of that command's own. The host is left as it is."""
+    shadows: dict[str, set[str]] = {}
+    for path in paths:
+        parts = Path(os.path.realpath(path)).parts
+        for depth in range(1, len(parts) - 1):
+            ancestor = os.path.join(*parts[:depth + 1])
+            if not os.stat(ancestor).st_mode & 0o001:  # no search permission for others
+                shadows.setdefault(ancestor, set()).add(parts[depth + 1])
+                break
+    script = []
+    for i, (directory, children) in enumerate(sorted(shadows.items())):
+        hidden = f"/run/lambdalet-test-hidden-{os.getpid()}-{i}"
+        script += [f"mkdir -p {hidden}", f"mount --bind {directory} {hidden}",
+                   f"mount -t tmpfs -o mode=755 tmpfs {directory}"]
+        for child in sorted(children):
+            script += [f"mkdir -p {directory}/{child}", f"mount --bind {hidden}/{child} {directory}/{child}"]
+        script += [f"umount -l {hidden}", f"rmdir {hidden}"]
+    script.append(f'exec setpriv --reuid {uid} --regid {uid} --clear-groups env HOME=/nonexistent "$@"')
+    return ["unshare", "-m", "--propagation", "private", "sh", "-ec", " && ".join(script), "sh", *argv]
+
+
+@contextlib.contextmanager
+def unprivileged_server() -> Iterator[Server]:
+    """A server run by UNPRIVILEGED_UID (from root), `--isolation auto`: the sandbox without root."""
+    top = Path(tempfile.mkdtemp(prefix="lambdalet-unprivileged-"))  # (reachable by that uid, unlike pytest's)
+    try:
+        os.chmod(top, 0o755)
+        (top / "data").mkdir()
+        os.chown(top / "data", UNPRIVILEGED_UID, UNPRIVILEGED_UID)
+        srv = start_server(top / "data", "--isolation", "auto", as_uid=UNPRIVILEGED_UID, log_dir=top)
+        try:
+            yield srv
+        finally:
+            stop_server(srv)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def user_namespaces_allowed() -> bool:
+    """Whether UNPRIVILEGED_UID may create a user namespace here (as a plain `unshare -U` tells)."""
+    command = ["setpriv", "--reuid", str(UNPRIVILEGED_UID), "--regid", str(UNPRIVILEGED_UID), "--clear-groups",
+               "unshare", "-U", "true"]
+    return subprocess.run(command, capture_output=True).returncode == 0
 
 
 def stop_server(server: Server) -> int:

@@ -1,14 +1,17 @@
 """Execution environments isolated like Lambda's (issue 10), through a real `lambdalet serve`.
 
 The session's server runs with the default `--isolation auto`: sandboxed where this machine allows it
-(root on Linux). Each test asserts what its tier promises: in the sandbox a hostile function sees
-nothing of the server, the data dir or other functions; in the degraded tier (`--isolation none`, or
-where the host cannot sandbox) it runs as the server's user, and these tests show what it then can do.
+(root on Linux). A second server runs as an unprivileged uid (from root: `unprivileged`), sandboxed
+with user namespaces where the host allows them. Each test asserts what its tier promises: in the
+sandbox a hostile function sees nothing of the server, the data dir or other functions; in the degraded
+tier (`--isolation none`, or where the host cannot sandbox) it runs as the server's user, and these
+tests show what it then can do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -22,6 +25,7 @@ from pathlib import Path
 import pytest
 import spec_bootstraps as sb
 from conftest import (
+    UNPRIVILEGED_UID,
     Server,
     create_function,
     log_messages,
@@ -30,11 +34,14 @@ from conftest import (
     start_server,
     stop_server,
     unique_name,
+    unprivileged_server,
+    user_namespaces_allowed,
     wait_for_log,
 )
 
 SANDBOXED = sandboxed()  # (the session's server: --isolation auto, where this machine allows it)
 CAN_SANDBOX = sys.platform.startswith("linux") and os.geteuid() == 0
+ROOT_TIER, USERNS_TIER = "root", "userns"
 INIT_LINE = "PID 1: /var/runtime/init --enable-extensions --logs-egress-api fluxpump --disable-tracing "
 
 # A bootstrap that answers every event with what one shell command printed (the event's "sh").
@@ -63,6 +70,27 @@ def plain(tmp_path_factory) -> Iterator[Server]:
     stop_server(srv)
 
 
+@pytest.fixture(scope="module")
+def unprivileged() -> Iterator[Server | None]:
+    """unprivileged_server() for the module; None where the tests do not run as root (then the session's
+    server is the unprivileged one)."""
+    if not CAN_SANDBOX:
+        yield None
+        return
+    with unprivileged_server() as srv:
+        yield srv
+
+
+def tier(server: Server | None) -> str | None:
+    """The tier a server's start-up line names: ROOT_TIER, USERNS_TIER or None (no sandbox)."""
+    if server is None:
+        return None
+    line = next(line for line in server.server_log().splitlines() if "isolation" in line)
+    if "isolation sandbox without root:" in line:
+        return USERNS_TIER
+    return ROOT_TIER if "isolation sandbox:" in line else None
+
+
 def _shell_function(server: Server, **extra) -> str:
     name = unique_name("iso")
     create_function(server, name, make_zip({"bootstrap": SHELL_RUNNER, "secret.txt": "CODE-SECRET-" + name}),
@@ -77,11 +105,27 @@ def _sh(server: Server, name: str, command: str) -> str:
     return body["out"]
 
 
-def _sandboxed(server: Server, plain: Server) -> list[tuple[Server, bool]]:
-    return [(server, SANDBOXED), (plain, False)]
+def _tiers(server: Server, plain: Server, unprivileged: Server | None) -> list[tuple[Server, str | None]]:
+    """Each server with its tier: the session's, the degraded one, the unprivileged one (if any)."""
+    servers = [server, plain] + ([unprivileged] if unprivileged is not None else [])
+    return [(srv, tier(srv)) for srv in servers]
 
 
-def test_start_up_names_the_tier(server: Server, plain: Server) -> None:
+def test_start_up_names_the_tier(server: Server, plain: Server, unprivileged: Server | None) -> None:
+    if unprivileged is not None:
+        (line,) = [line for line in unprivileged.server_log().splitlines() if "isolation" in line]
+        if user_namespaces_allowed():
+            assert line.split(" lambdalet: ")[1].startswith(
+                "isolation sandbox without root: user, PID, mount, UTS and IPC namespaces per environment, uid 993 "
+                "inside (the server's uid outside), 1024 processes and open files; network namespaces on: "
+                "127.0.0.1:9001 per environment; outbound access "), line
+            outbound = line.split("; outbound access ")[1]
+            assert outbound in (  # (slirp4netns is optional; and /dev/net/tun may be root's only)
+                "through slirp4netns (user-mode networking): the host's non-loopback addresses and beyond",
+                "off (without root: no veth pairs; slirp4netns is not installed)",
+                "off (without root: no veth pairs; slirp4netns failed)"), line
+        else:  # (e.g. Ubuntu's AppArmor restriction): what is off, and why
+            assert "isolation off (" in line and "user namespaces: " in line, line
     lines = [line for line in server.server_log().splitlines() if "isolation" in line]
     assert len(lines) == 1
     assert ("isolation sandbox:" in lines[0]) == SANDBOXED
@@ -102,8 +146,9 @@ def test_strict_refuses_to_start_without_the_sandbox(tmp_path: Path) -> None:
         start_server(tmp_path / "data", "--isolation", "strict")
 
 
-def test_process_list_bootstrap_verbatim_lists_init_and_the_bootstrap(server: Server, plain: Server) -> None:
-    for srv, boxed in _sandboxed(server, plain):
+def test_process_list_bootstrap_verbatim_lists_init_and_the_bootstrap(server: Server, plain: Server,
+                                                                      unprivileged: Server | None) -> None:
+    for srv, boxed in _tiers(server, plain, unprivileged):
         name = unique_name("ps")
         create_function(srv, name, make_zip({"bootstrap": sb.PROCESS_LIST}), timeout=30)
         srv.lambda_client.invoke(FunctionName=name, Payload=b'{"k": 1}')
@@ -118,8 +163,9 @@ def test_process_list_bootstrap_verbatim_lists_init_and_the_bootstrap(server: Se
             assert not walked or any(m.startswith(f"PID {srv.process.pid}: ") for m in pids)
 
 
-def test_hostile_function_reads_nothing_of_others_or_the_server(server: Server, plain: Server) -> None:
-    for srv, boxed in _sandboxed(server, plain):
+def test_hostile_function_reads_nothing_of_others_or_the_server(server: Server, plain: Server,
+                                                                unprivileged: Server | None) -> None:
+    for srv, boxed in _tiers(server, plain, unprivileged):
         victim = _shell_function(srv, env={"VICTIM_SECRET": "ENV-SECRET-42"})
         # (one invoke: the next one may find this environment still busy and start another)
         victim_tmp, victim_pid = _sh(srv, victim, 'echo TMP-SECRET > "${TMPDIR:-/tmp}/victim.txt"; '
@@ -147,8 +193,8 @@ def test_hostile_function_reads_nothing_of_others_or_the_server(server: Server, 
             assert "TMP-SECRET" in stolen
 
 
-def test_identity_filesystem_and_limits(server: Server, plain: Server) -> None:
-    for srv, boxed in _sandboxed(server, plain):
+def test_identity_filesystem_and_limits(server: Server, plain: Server, unprivileged: Server | None) -> None:
+    for srv, boxed in _tiers(server, plain, unprivileged):
         name = _shell_function(srv)
         report = _sh(srv, name, "; ".join([
             "id -u", "id -g", "pwd", 'echo "$LAMBDA_TASK_ROOT $LAMBDA_RUNTIME_DIR"', "ulimit -u", "ulimit -n",
@@ -157,7 +203,7 @@ def test_identity_filesystem_and_limits(server: Server, plain: Server) -> None:
         ])).splitlines()
         if boxed:
             uid = int(report[0])
-            assert uid >= 200000 and report[1] == str(uid)
+            assert (uid >= 200000 if boxed == ROOT_TIER else uid == 993) and report[1] == str(uid)
             assert report[2:6] == ["/var/task", "/var/task /var/runtime", "1024", "1024"]
             assert report[6:9] == ["touch: cannot touch '/var/task/x': Read-only file system",
                                    "touch: cannot touch '/opt/x': Read-only file system",
@@ -171,15 +217,20 @@ def test_identity_filesystem_and_limits(server: Server, plain: Server) -> None:
             assert report[2] == report[3].split()[0] != "/var/task"
 
 
-def test_environments_have_uids_of_their_own(server: Server) -> None:
-    if not SANDBOXED:
-        return
-    first, second = _shell_function(server), _shell_function(server)
-    assert _sh(server, first, "id -u") != _sh(server, second, "id -u")
+def test_environments_have_uids_of_their_own(server: Server, unprivileged: Server | None) -> None:
+    """As root, a uid each; without root, uid 993 each, in a user namespace of its own."""
+    if SANDBOXED:
+        first, second = _shell_function(server), _shell_function(server)
+        assert _sh(server, first, "id -u") != _sh(server, second, "id -u")
+    if tier(unprivileged) == USERNS_TIER:
+        first, second = _shell_function(unprivileged), _shell_function(unprivileged)
+        ids = [_sh(unprivileged, name, "id -u; readlink /proc/self/ns/user").split() for name in (first, second)]
+        assert ids[0][0] == ids[1][0] == "993" and ids[0][1] != ids[1][1], ids
 
 
-def test_tmp_is_private_and_sized_by_ephemeral_storage(server: Server, plain: Server) -> None:
-    for srv, boxed in _sandboxed(server, plain):
+def test_tmp_is_private_and_sized_by_ephemeral_storage(server: Server, plain: Server,
+                                                      unprivileged: Server | None) -> None:
+    for srv, boxed in _tiers(server, plain, unprivileged):
         name = _shell_function(srv, memory=1024, EphemeralStorage={"Size": 600})
         if not boxed:  # a directory of its own on the host's disk, unbounded
             assert _sh(srv, name, 'echo "$TMPDIR"').strip().startswith(str(srv.data_dir))
@@ -205,6 +256,16 @@ def _processes_named(token: str) -> list[int]:
     return found
 
 
+def _processes_of(uid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    found.append(int(entry))
+    return found
+
+
 def _gone(token: str, within: float = 5.0) -> bool:
     deadline = time.monotonic() + within
     while _processes_named(token):
@@ -214,8 +275,9 @@ def _gone(token: str, within: float = 5.0) -> bool:
     return True
 
 
-def test_a_setsid_daemon_ends_with_its_environment(server: Server, plain: Server) -> None:
-    for srv, boxed in _sandboxed(server, plain):
+def test_a_setsid_daemon_ends_with_its_environment(server: Server, plain: Server,
+                                                   unprivileged: Server | None) -> None:
+    for srv, boxed in _tiers(server, plain, unprivileged):
         token = f"1000.{secrets.randbelow(10**9)}"
         name = _shell_function(srv)
         _sh(srv, name, f"setsid sleep {token} > /dev/null 2>&1 < /dev/null & echo started")
@@ -225,39 +287,70 @@ def test_a_setsid_daemon_ends_with_its_environment(server: Server, plain: Server
             assert _gone(token)
 
 
-def test_forking_past_1024_processes_fails(server: Server) -> None:
-    name = unique_name("forks")
-    code = """
+FORKER = """
 import os, time
 def handler(event, context):
     children, error = [], None
     try:
-        while len(children) < 1100:
+        while len(children) < event["count"]:
             pid = os.fork()
             if pid == 0:  # (exec'd: a thousand forked interpreters would dirty their memory past the limit)
                 try:
-                    os.execv("/bin/sleep", ["sleep", "5"])
+                    os.execv("/bin/sleep", ["sleep", str(event.get("sleep", 5))])
                 finally:
                     os._exit(0)
             children.append(pid)
     except OSError as exc:
         error = exc.strerror
-    for pid in children:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
+    if not event.get("keep"):
+        for pid in children:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
     return {"forked": len(children), "error": error}
 """
-    create_function(server, name, make_zip({"app.py": code}), runtime="python3.11", handler="app.handler",
+
+
+def _sandboxed_servers(server: Server, unprivileged: Server | None) -> list[tuple[Server, str | None]]:
+    return [(srv, tier(srv)) for srv in (server, unprivileged) if srv is not None]
+
+
+def _forker(srv: Server) -> str:
+    name = unique_name("forks")
+    create_function(srv, name, make_zip({"app.py": FORKER}), runtime="python3.11", handler="app.handler",
                     timeout=60, memory=2048)
-    result = json.loads(server.lambda_client.invoke(FunctionName=name)["Payload"].read())
-    if SANDBOXED:
-        assert result["error"] == "Resource temporarily unavailable" and 1000 <= result["forked"] < 1024, result
-    else:
-        assert result["forked"] == 1100 or result["error"] is not None
+    return name
 
 
-def test_missing_bootstrap_names_lambdas_paths(server: Server, plain: Server) -> None:
-    for srv, _ in _sandboxed(server, plain):
+def _fork(srv: Server, name: str, **event) -> dict:
+    return json.loads(srv.lambda_client.invoke(FunctionName=name, Payload=json.dumps(event))["Payload"].read())
+
+
+def test_forking_past_1024_processes_fails(server: Server, unprivileged: Server | None) -> None:
+    for srv, boxed in _sandboxed_servers(server, unprivileged):
+        result = _fork(srv, _forker(srv), count=1100)
+        if boxed:
+            assert result["error"] == "Resource temporarily unavailable" and 1000 <= result["forked"] < 1024, result
+        else:
+            assert result["forked"] == 1100 or result["error"] is not None
+
+
+def test_the_process_limit_is_each_environments_own(server: Server, unprivileged: Server | None) -> None:
+    """One environment at its 1,024 processes leaves another one its own (without root too: each has a
+    user namespace of its own, which the kernel counts processes in)."""
+    for srv, boxed in _sandboxed_servers(server, unprivileged):
+        if not boxed:
+            continue
+        hog, other = _forker(srv), _forker(srv)
+        held = _fork(srv, hog, count=1100, keep=True, sleep=30)
+        assert held["error"] == "Resource temporarily unavailable", held
+        try:
+            assert _fork(srv, other, count=200) == {"forked": 200, "error": None}
+        finally:
+            srv.lambda_client.delete_function(FunctionName=hog)  # (its environment, and the sleeps, end)
+
+
+def test_missing_bootstrap_names_lambdas_paths(server: Server, plain: Server, unprivileged: Server | None) -> None:
+    for srv, _ in _tiers(server, plain, unprivileged):
         name = unique_name("nob")
         create_function(srv, name, make_zip({"bootstrap2": sb.EVENT_LOOP}))
         body = json.loads(srv.lambda_client.invoke(FunctionName=name)["Payload"].read())
@@ -268,7 +361,7 @@ def test_missing_bootstrap_names_lambdas_paths(server: Server, plain: Server) ->
                               "\nRuntime.InvalidEntrypoint") for m in log_messages(srv, name))
 
 
-def test_python_runtime_runs_from_var_runtime_in_the_sandbox(server: Server) -> None:
+def test_python_runtime_runs_from_var_runtime_in_the_sandbox(server: Server, unprivileged: Server | None) -> None:
     code = """
 import os, sys
 def handler(event, context):
@@ -278,21 +371,22 @@ def handler(event, context):
             "cmdline": open("/proc/self/cmdline").read().split("\\0"), "init": open("/proc/1/cmdline").read(),
             "boto3": __import__("importlib.util").util.find_spec("boto3") is not None}
 """
-    name = unique_name("pyrt")
-    create_function(server, name, make_zip({"app.py": code}), runtime="python3.11", handler="app.handler")
-    for _ in range(3):  # (the first cold start may be exec'd while the fork server starts; later ones fork)
-        server.lambda_client.update_function_configuration(FunctionName=name, Description=secrets.token_hex(4))
-        body = json.loads(server.lambda_client.invoke(FunctionName=name)["Payload"].read())
-        assert body["cwd"] == body["root"]
-        assert body["boto3"]
-        if SANDBOXED:
-            assert body["uid"] >= 200000 and body["ppid"] == 1 and body["root"] == "/var/task"
-            assert body["cmdline"][-3:] == ["/var/runtime/bootstrap.py", "app.handler", ""]
-            assert body["init"].split("\0")[0] == "/var/runtime/init"
+    for srv, boxed in _sandboxed_servers(server, unprivileged):
+        name = unique_name("pyrt")
+        create_function(srv, name, make_zip({"app.py": code}), runtime="python3.11", handler="app.handler")
+        for _ in range(3):  # (the first cold start may be exec'd while the fork server starts; later ones fork)
+            srv.lambda_client.update_function_configuration(FunctionName=name, Description=secrets.token_hex(4))
+            body = json.loads(srv.lambda_client.invoke(FunctionName=name)["Payload"].read())
+            assert body["cwd"] == body["root"]
+            assert body["boto3"]
+            if boxed:
+                assert body["uid"] >= 200000 if boxed == ROOT_TIER else body["uid"] == 993
+                assert body["ppid"] == 1 and body["root"] == "/var/task"
+                assert body["cmdline"][-3:] == ["/var/runtime/bootstrap.py", "app.handler", ""]
+                assert body["init"].split("\0")[0] == "/var/runtime/init"
 
 
-def test_everything_ends_after_kill_9_of_the_server(tmp_path: Path) -> None:
-    srv = start_server(tmp_path / "data")
+def _kill_9_ends_everything(srv: Server) -> None:
     token = f"1000.{secrets.randbelow(10**9)}"
     try:
         name = _shell_function(srv)
@@ -302,6 +396,18 @@ def test_everything_ends_after_kill_9_of_the_server(tmp_path: Path) -> None:
         srv.process.send_signal(signal.SIGKILL)
         srv.process.wait()
     assert _gone(token, within=10)
+
+
+def test_everything_ends_after_kill_9_of_the_server(tmp_path: Path) -> None:
+    _kill_9_ends_everything(start_server(tmp_path / "data"))
+    if CAN_SANDBOX:
+        others = set(_processes_of(UNPRIVILEGED_UID))  # (the module's unprivileged server's)
+        with unprivileged_server() as srv:
+            _kill_9_ends_everything(srv)
+            deadline = time.monotonic() + 10  # (the maker, slirp4netns, the fork servers and the watcher too)
+            while set(_processes_of(UNPRIVILEGED_UID)) - others and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not set(_processes_of(UNPRIVILEGED_UID)) - others
 
 
 # ---------------------------------------------------------------- the launcher seam itself

@@ -38,6 +38,7 @@ log = logging.getLogger("lambdalet.fork_servers")
 START_TIMEOUT_S = 5.0
 MAX_FAILURES = 3  # fork server deaths/start failures after which a command is spawned only
 SOCKET_FD_ENV = "_LAMBDALET_FORK_SERVER_FD"  # read by runtimes/python/lambdalet_runtime/fork_server.py
+USERNS_ENV = "_LAMBDALET_USERNS_FD"  # the user namespace it joins first (the same file reads it)
 NETNS_ENV = "_LAMBDALET_NETNS"  # in a plain fork request: its last fd is a network namespace for the child to join
 
 
@@ -71,10 +72,15 @@ class ForkServer:
         """Start a fork server; it serves forks once `ready` (START_TIMEOUT_S at most, else it is ended)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         out_r, out_w = os.pipe()
+        env = {**env, SOCKET_FD_ENV: str(theirs.fileno())}
+        keep = [theirs.fileno()]
+        if _user_namespace_fd is not None:
+            env[USERNS_ENV] = str(_user_namespace_fd)
+            keep.append(_user_namespace_fd)
         try:
             proc = subprocess.Popen(
-                argv, env={**env, SOCKET_FD_ENV: str(theirs.fileno())}, stdin=subprocess.DEVNULL,
-                stdout=out_w, stderr=out_w, close_fds=True, pass_fds=(theirs.fileno(),), start_new_session=True,
+                argv, env=env, stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, close_fds=True,
+                pass_fds=keep, start_new_session=True,
             )
         except BaseException:
             ours.close()
@@ -171,7 +177,8 @@ class ForkServer:
             env[NETNS_ENV] = "1"
         header = "" if sandbox is None else json.dumps(
             {"sandbox": sandbox.config, "exec": sandbox.exec_path, "telemetry": telemetry_fd,
-             "listen": sandbox.listen_fd is not None, "netns": netns_fd is not None})
+             "listen": sandbox.listen_fd is not None, "userns": sandbox.userns_fd is not None,
+             "netns": netns_fd is not None})
         fields = [header, cwd, str(len(argv)), *argv, str(len(args)), *args, *(f"{k}={v}" for k, v in env.items())]
         payload = b"\0".join(os.fsencode(f) for f in fields)
         out_r, out_w = os.pipe()
@@ -182,6 +189,8 @@ class ForkServer:
             status_r, status_w = os.pipe()
         ours = [fd for fd in (out_w, frame_w, status_w) if fd >= 0]
         fds = ours + ([sandbox.listen_fd] if sandbox is not None and sandbox.listen_fd is not None else [])
+        if sandbox is not None and sandbox.userns_fd is not None:
+            fds.append(sandbox.userns_fd)  # (before the network namespace's)
         if netns_fd is not None:
             fds.append(netns_fd)  # (last, as the fork server expects it)
         try:
@@ -223,6 +232,7 @@ class Sandboxing:
     exec_path: str | None  # exec this with argv; None: carry on into the forked runtime
     listen_fd: int | None  # kept open by PID 1 (the Runtime API's listening socket)
     on_exit: Callable[[], None]
+    userns_fd: int | None = None  # the environment's own user namespace, which its runtime joins (no root)
 
 
 def _ints(fds: list[int]) -> bytes:
@@ -231,6 +241,14 @@ def _ints(fds: list[int]) -> bytes:
 
 _servers: dict[tuple, ForkServer] = {}
 _failures: dict[tuple, int] = {}
+_user_namespace_fd: int | None = None
+
+
+def join_user_namespace(fd: int | None) -> None:
+    """Fork servers started from now on join the user namespace fd first (the sandbox without root:
+    environment/userns.py), or none with None."""
+    global _user_namespace_fd
+    _user_namespace_fd = fd
 
 
 async def fork_process(

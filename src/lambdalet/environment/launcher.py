@@ -4,9 +4,11 @@ A tier is one implementation:
 - PlainLauncher ("none"): processes of the server's own user, as lambdalet always ran them: exec'd, or
   forked by a Python fork server (environment/fork_servers.py).
 - SandboxLauncher ("sandbox"): each environment in new PID, mount, UTS and IPC namespaces with Lambda's
-  filesystem, a uid/gid of its own and Lambda's limits (runtimes/python/lambdalet_runtime/sandbox.py).
-  PID 1 and a forked Python runtime both come from an already-imported fork server, so that the
-  sandbox costs a clone, a few mounts and a fork rather than an interpreter's start.
+  filesystem and Lambda's limits (runtimes/python/lambdalet_runtime/sandbox.py). PID 1 and a forked
+  Python runtime both come from an already-imported fork server, so that the sandbox costs a clone, a
+  few mounts and a fork rather than an interpreter's start. As root, each environment runs as a uid/gid
+  of its own (a UidPool); without root, in a user namespace of its own (environment/userns.py), as
+  Lambda's uid 993 inside and the server's uid outside.
 
 configure() picks the tier once at start-up (`lambdalet serve --isolation`); current() is it.
 """
@@ -14,6 +16,7 @@ configure() picks the tier once at start-up (`lambdalet serve --isolation`); cur
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sys
 import tempfile
@@ -26,6 +29,7 @@ from lambdalet.environment.netns import NetNamespace
 from lambdalet.environment.process import BootstrapProcess, SandboxedProcess
 from lambdalet.environment.sandbox import CGROUP_JOIN_ENV, MemoryCgroup
 from lambdalet.environment.spec import RUNTIMES_DIR, FunctionSpec
+from lambdalet.environment.userns import BASE_GID, BASE_UID, SANDBOX_UID, USER_NAMESPACES
 
 TASK_ROOT, OPT, RUNTIME_DIR, TMP = "/var/task", "/opt", "/var/runtime", "/tmp"
 LAMBDA_PATH = "/var/lang/bin:/usr/local/bin:/usr/bin/:/bin:/opt/bin"
@@ -124,10 +128,12 @@ class UidPool:
 
 
 class SandboxLauncher(Launcher):
-    """Each environment in a sandbox of its own (tier "sandbox")."""
+    """Each environment in a sandbox of its own (tier "sandbox"): as a uid of `uids` (root), or, with
+    uids None, in a user namespace of its own as SANDBOX_UID (no root: environment/userns.py)."""
 
-    def __init__(self, uids: UidPool) -> None:
+    def __init__(self, uids: UidPool | None) -> None:
         self.uids = uids
+        self._hosts = itertools.count(1)
         self.system = [p for p in SYSTEM_DIRS if os.path.lexists(p)]
         version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
         # The zygote: the fork server of lambdalet's own Python, which also forks that version's runtimes.
@@ -153,16 +159,23 @@ class SandboxLauncher(Launcher):
             env["LD_LIBRARY_PATH"] = LAMBDA_LIBRARY_PATH
         argv = [_moved(a, moves) for a in request.argv]
         telemetry = launch is not None and launch.telemetry_fd
-        netns_fd = request.netns.fd if request.netns is not None else None
-        uid = self.uids.acquire()
+        netns = request.netns
+        netns_fd = netns.fd if netns is not None else None
+        userns_fd = netns.userns_fd if netns is not None and self.uids is None else None
+        uid = self.uids.acquire() if self.uids is not None else BASE_UID
         config = self._config(request, moves, uid)
+
+        def release() -> None:
+            if self.uids is not None:
+                self.uids.release(uid)
+
         try:
             server = None
             if launch is not None and launch.fork_server and fork_servers.enabled():
                 server = fork_servers.ready_server(launch.fork_server, env)
             if server is not None:  # a forked runtime: PID 1 forks it from the already-imported runtime
                 config["path_map"] = moves
-                sandboxing = fork_servers.Sandboxing(config, None, request.listen_fd, lambda: self.uids.release(uid))
+                sandboxing = fork_servers.Sandboxing(config, None, request.listen_fd, release, userns_fd)
                 prefix = len(launch.fork_server) - 1  # type: ignore[union-attr]
                 proc = await server.fork(argv, argv[prefix:], cwd=TASK_ROOT, env=env, emit=request.emit,
                                          telemetry_fd=telemetry, sandbox=sandboxing, netns_fd=netns_fd)
@@ -171,11 +184,11 @@ class SandboxLauncher(Launcher):
             if zygote is None:
                 raise OSError(11, "the sandbox's fork server is not available")
             exe = _moved(request.executable, moves) if request.executable else argv[0]
-            sandboxing = fork_servers.Sandboxing(config, exe, request.listen_fd, lambda: self.uids.release(uid))
+            sandboxing = fork_servers.Sandboxing(config, exe, request.listen_fd, release, userns_fd)
             proc = await zygote.fork(argv, [], cwd=TASK_ROOT, env=env, emit=request.emit, telemetry_fd=telemetry,
                                      sandbox=sandboxing, netns_fd=netns_fd)
         except BaseException:
-            self.uids.release(uid)
+            release()
             raise
         assert isinstance(proc, SandboxedProcess)
         errno = await proc.started
@@ -206,10 +219,12 @@ class SandboxLauncher(Launcher):
             if not _under(root, self.system) and not any(_under(root, [b[0]]) for b in generic["binds"]):
                 binds.append([root, root])
         cgroup = request.cgroup
+        host = uid if self.uids is not None else next(self._hosts)
         return {
-            "generic": generic, "binds": binds, "tmp_mb": spec.ephemeral_mb, "uid": uid, "gid": uid,
+            "generic": generic, "binds": binds, "tmp_mb": spec.ephemeral_mb, "uid": uid,
+            "gid": uid if self.uids is not None else BASE_GID, "userns": self.uids is None,
             "cgroup": cgroup.own_join_path if cgroup is not None else None,
-            "hostname": f"169.254.{(uid >> 8) & 255}.{uid & 255}",
+            "hostname": f"169.254.{(host >> 8) & 255}.{host & 255}",
         }
 
     def _generic(self) -> dict:
@@ -258,14 +273,21 @@ def configure(isolation: str, uids: tuple[int, int] = DEFAULT_UIDS) -> str:
     """Pick the tier for `--isolation` (auto, strict, none) and return the start-up line that says so;
     raises IsolationUnavailable for strict where the host cannot sandbox."""
     global _current
+    USER_NAMESPACES.close()
+    fork_servers.join_user_namespace(None)
     if isolation == "none":
         _current = PlainLauncher()
         return "isolation none (--isolation none): functions run as the server's user and see its files"
-    missing = namespaces.missing()
-    if missing is None:
+    tier, missing = namespaces.sandbox_tier()
+    if tier == namespaces.ROOT:
         _current = SandboxLauncher(UidPool(*uids))
         return (f"isolation sandbox: PID, mount, UTS and IPC namespaces per environment, uids {uids[0]}-{uids[1]}, "
                 "1024 processes and open files")
+    if tier == namespaces.USERNS:
+        fork_servers.join_user_namespace(USER_NAMESPACES.join_fd())
+        _current = SandboxLauncher(None)
+        return (f"isolation sandbox without root: user, PID, mount, UTS and IPC namespaces per environment, uid "
+                f"{SANDBOX_UID} inside (the server's uid outside), 1024 processes and open files")
     if isolation == "strict":
         raise IsolationUnavailable(f"--isolation strict: no sandbox on this host ({missing})")
     _current = PlainLauncher()

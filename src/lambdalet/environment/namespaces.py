@@ -1,4 +1,4 @@
-"""Can this host sandbox environments? Asked once, at start-up, by trying what the sandbox does."""
+"""Can this host sandbox environments, and how? Asked once, at start-up, by trying what the sandbox does."""
 
 from __future__ import annotations
 
@@ -6,29 +6,27 @@ import ctypes
 import os
 import sys
 
+from lambdalet.environment.userns import USER_NAMESPACES
+
 _CLONE_NEWNS, _CLONE_NEWUTS, _CLONE_NEWIPC, _CLONE_NEWPID = 0x00020000, 0x04000000, 0x08000000, 0x20000000
-_USERNS_SYSCTL = "/proc/sys/kernel/unprivileged_userns_clone"
+ROOT, USERNS = "root", "userns"
 
 
-def missing() -> str | None:
-    """None when the sandbox works here, else what stands in its way (for the start-up line)."""
+def sandbox_tier() -> tuple[str | None, str]:
+    """(ROOT, "") with the capabilities of root, (USERNS, "") where an unprivileged user namespace can hold
+    the sandbox (USER_NAMESPACES then runs), else (None, what stands in the way, for the start-up line)."""
     if not sys.platform.startswith("linux"):
-        return f"the sandbox needs Linux namespaces; this is {sys.platform}"
-    if os.geteuid() != 0:
-        return f"the sandbox needs root; {_userns_state()}"
-    err = _probe()
-    return None if err == 0 else f"creating namespaces failed: {os.strerror(err)}"
-
-
-def _userns_state() -> str:
-    try:
-        with open(_USERNS_SYSCTL) as f:
-            enabled = f.read().strip() != "0"
-    except OSError:
-        enabled = os.path.exists("/proc/self/ns/user")
-    if enabled:
-        return "unprivileged user namespaces are enabled here, but lambdalet does not sandbox with them yet"
-    return "unprivileged user namespaces are disabled here"
+        return None, f"the sandbox needs Linux namespaces; this is {sys.platform}"
+    root_error = ""
+    if os.geteuid() == 0:
+        err = _probe()
+        if err == 0:
+            return ROOT, ""
+        root_error = f"creating namespaces as root failed: {os.strerror(err)}; "
+    reason = USER_NAMESPACES.start()
+    if reason is None:
+        return USERNS, ""
+    return None, f"{root_error}user namespaces: {reason}"
 
 
 def _probe() -> int:

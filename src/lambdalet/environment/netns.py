@@ -7,12 +7,19 @@ outside can connect to it, and from inside neither the host's loopback services 
 Runtime API can be reached. lambdalet's own API is served inside every namespace too, on `127.0.0.1:<its
 port>`, so the endpoint URL functions are given works unchanged.
 
+Without root, the namespaces come from the user-namespace maker (environment/userns.py), each with a user
+namespace of its own that its runtime joins: the server never enters them, its listening sockets are made
+there by the maker.
+
 Outbound access, by tier (detected at start-up, never required):
 - ``veth``: a veth pair per namespace (environment/veth.py) with a default route to the host: functions
   reach the host's non-loopback addresses and, where the host forwards (ip_forward) and has nftables,
   beyond it through NAT (veth.masquerade()).
-- ``none``: loopback only, where no veth pair can be made; outbound access from functions is off (said
-  at start-up).
+- ``slirp4netns`` (without root; Debian's package of that name): a user-mode TCP/IP stack per namespace,
+  run sandboxed by the user-namespace maker (environment/userns_maker.py): functions reach the host's
+  non-loopback addresses and beyond (tap0 10.0.2.100/24, DNS forwarder 10.0.2.3), never its loopback.
+- ``none``: loopback only, where neither can be made; outbound access from functions is off (said at
+  start-up).
 
 Creating a namespace costs ~1 ms (~2 ms with its veth pair) of a thread's time: a pool thread keeps
 POOL_SIZE of them ready, so a cold start takes one in microseconds and the event loop never waits for the
@@ -34,12 +41,14 @@ import ctypes
 import itertools
 import logging
 import os
+import shutil
 import socket
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Protocol
 
+from lambdalet.environment.userns import USER_NAMESPACES
 from lambdalet.environment.veth import Veths, link_up, masquerade
 
 log = logging.getLogger("lambdalet.netns")
@@ -103,17 +112,21 @@ def _listener(host: str, port: int) -> socket.socket:
 class NetNamespace:
     """One environment's network namespace (see the module's docstring)."""
 
-    def __init__(self, fd: int, host_fd: int) -> None:
+    def __init__(self, fd: int, host_fd: int, userns_fd: int | None = None) -> None:
         self.fd = fd  # setns(fd, CLONE_NEWNET) joins it; pass it to a child that joins by itself
-        self._host_fd = host_fd  # the server's namespace (not owned)
+        self._host_fd = host_fd  # the server's namespace (not owned); -1: the server cannot enter this one
+        self.userns_fd = userns_fd  # the user namespace that owns it (without root), for the runtime to join
         self._listeners: dict[tuple[str, int], socket.socket] = {}
         self._served: list[Closable] = []
+        self._slirp_exit_fd: int | None = None  # closing it ends its slirp4netns (without root)
         self.closed = False
 
     @contextlib.contextmanager
     def entered(self) -> Iterator[None]:
         """Put the calling thread in the namespace for the block (~5 µs in and out): a process started
         in the block starts in it, a socket created in it stays in it."""
+        if self._host_fd < 0:
+            raise OSError("this network namespace is its own user namespace's: the server cannot enter it")
         _setns(self.fd)
         try:
             yield
@@ -152,7 +165,11 @@ class NetNamespace:
         for sock in self._listeners.values():
             sock.close()
         self._listeners.clear()
+        if self._slirp_exit_fd is not None:
+            os.close(self._slirp_exit_fd)
         os.close(self.fd)
+        if self.userns_fd is not None:
+            os.close(self.userns_fd)
 
 
 class NetNamespaces:
@@ -163,7 +180,9 @@ class NetNamespaces:
 
     def _reset(self) -> None:
         self.enabled = False
-        self.outbound = "none"  # "veth" | "none"
+        self.outbound = "none"  # "veth" | "slirp4netns" | "none"
+        self._slirp: str | None = None  # the slirp4netns executable, while it works
+        self._slirp_failed = False
         self.summary = "network isolation off"
         self._host_fd = -1
         self._services: list[tuple[int, Serve]] = []
@@ -192,7 +211,10 @@ class NetNamespaces:
             self._services = [(api_port, serve_api)]
             self._host_fd = _thread_netns()
             try:
-                self._veths = Veths(self._host_fd)
+                if USER_NAMESPACES.running:
+                    self._slirp = shutil.which("slirp4netns")
+                else:
+                    self._veths = Veths(self._host_fd)
             except OSError as exc:
                 log.warning("no veth pairs for network namespaces (%s): outbound access is off", exc)
             probe = threading.Event()
@@ -212,6 +234,11 @@ class NetNamespaces:
             stops = masquerade()  # why outbound access stops at the host, if it does
             outbound = "via veth to the host " + ("and beyond (NAT: nft table ip lambdalet)" if stops is None
                                                   else f"only ({stops})")
+        elif self.outbound == "slirp4netns":
+            outbound = "through slirp4netns (user-mode networking): the host's non-loopback addresses and beyond"
+        elif USER_NAMESPACES.running:
+            outbound = ("off (without root: no veth pairs; slirp4netns " +
+                        ("failed)" if self._slirp_failed else "is not installed)"))
         else:
             outbound = "off (no veth pairs)"
         self.summary = f"network namespaces on: 127.0.0.1:9001 per environment; outbound access {outbound}"
@@ -221,8 +248,8 @@ class NetNamespaces:
     def _unavailable() -> str | None:
         if not sys.platform.startswith("linux") or _LIBC is None:
             return "not Linux"
-        if os.geteuid() != 0:
-            return "needs root"
+        if os.geteuid() != 0 and not USER_NAMESPACES.running:
+            return "needs root or user namespaces"
         if not os.path.exists("/proc/self/ns/net"):
             return "no network namespaces in this kernel"
         return None
@@ -297,6 +324,19 @@ class NetNamespaces:
 
     def _create(self) -> NetNamespace:
         """(In the pool thread.) A new namespace with loopback up and the known ports bound."""
+        if USER_NAMESPACES.running:
+            ports = [RUNTIME_API_PORT, *(port for port, _ in self._services)]
+            made = USER_NAMESPACES.network(ports, self._slirp)
+            ns = NetNamespace(made.netns_fd, -1, made.userns_fd)
+            ns._listeners = {("127.0.0.1", sock.getsockname()[1]): sock for sock in made.listeners}
+            ns._slirp_exit_fd = made.slirp_exit_fd
+            if made.slirp_exit_fd is not None:
+                self.outbound = "slirp4netns"
+            elif made.slirp_error is not None:  # (this namespace and those after it go without)
+                log.warning("no user-mode network for network namespaces (%s): outbound access is off",
+                            made.slirp_error)
+                self._slirp, self._slirp_failed = None, True
+            return ns
         if _LIBC.unshare(CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)}")

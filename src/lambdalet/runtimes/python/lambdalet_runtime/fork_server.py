@@ -1,13 +1,16 @@
 """The fork server: an interpreter with the runtime imported that forks ready runtimes.
 
 Started by lambdalet as ``<python> -s -u bootstrap.py --fork-server`` with a SOCK_SEQPACKET unix
-socket whose fd number is in $_LAMBDALET_FORK_SERVER_FD. Messages (fields are NUL-separated, file-system encoded):
+socket whose fd number is in $_LAMBDALET_FORK_SERVER_FD; with $_LAMBDALET_USERNS_FD, it first joins that
+user namespace (the sandbox without root, environment/userns.py). Messages (fields are NUL-separated,
+file-system encoded):
 
 - fork server -> lambdalet: ``R`` once ready; ``P <pid>`` per fork; ``X <reason>`` when a fork failed;
   ``E <pid> <wait status>`` when a forked child exited (it is reaped here, its parent).
 - lambdalet -> fork server: a JSON header (empty for a plain fork), cwd, len(argv), *argv, len(args), *args,
   *env entries ("KEY=value"), with the stdout/stderr pipe, optionally the telemetry pipe and, for a
-  sandboxed start, the status pipe and optionally the Runtime API's listening socket as SCM_RIGHTS; last,
+  sandboxed start, the status pipe, optionally the Runtime API's listening socket and, when the header says
+  "userns", the environment's user namespace (its runtime joins it) as SCM_RIGHTS; last,
   a network namespace when the header says "netns" (a sandbox's PID 1 joins it) or, for a plain fork,
   when the entry ``_LAMBDALET_NETNS=1`` is there (the child joins it before anything else). A child that
   cannot join its environment's namespace exits 127 rather than run outside it.
@@ -29,15 +32,20 @@ import _signal
 import _socket
 import json
 import os
+import select
 import struct
 import sys
 
 SOCKET_FD_ENV = "_LAMBDALET_FORK_SERVER_FD"
+USERNS_ENV = "_LAMBDALET_USERNS_FD"
 NETNS_ENV = "_LAMBDALET_NETNS"
-_CLONE_NEWNET = 0x40000000
+_CLONE_NEWNET, _CLONE_NEWUSER = 0x40000000, 0x10000000
 _MAX_REQUEST = 1 << 20
-_MAX_FDS = 6  # output, telemetry, status, Runtime API listener, network namespace (and one spare)
+_MAX_FDS = 8  # output, telemetry, status, Runtime API listener, user and network namespaces (and spares)
 _PR_SET_PDEATHSIG = 1
+# A spare PID 1 is made once no request came for this long: cloning one (~1 ms of a big process's page
+# tables) and its mounts would compete with the cold start that used the last one (2 cores here).
+SPARE_DELAY_S = 0.05
 
 
 def _libc_function(name: str):
@@ -55,11 +63,11 @@ def _pdeathsig_setter():
     return _libc_function("prctl")
 
 
-def _join_netns(fd: int) -> None:
-    """Enter the environment's network namespace (fd), or exit 127: never run outside it."""
+def _join(fd: int, kind: int, what: bytes) -> None:
+    """Enter the namespace fd (of kind CLONE_NEW*), or exit 127: never run outside it."""
     setns = _libc_function("setns")
-    if setns is None or setns(fd, _CLONE_NEWNET) != 0:
-        os.write(2, b"lambdalet fork server: cannot join the environment's network namespace\n")
+    if setns is None or setns(fd, kind) != 0:
+        os.write(2, b"lambdalet fork server: cannot join " + what + b"\n")
         os._exit(127)
     os.close(fd)
 
@@ -81,6 +89,9 @@ def _send(sock: _socket.socket, message: bytes) -> None:
 
 def serve(keep_modules: set[str]) -> None:
     """Fork children on request until the server closes the socket; returns in a child only."""
+    userns = os.environ.pop(USERNS_ENV, None)
+    if userns is not None:  # (the sandbox without root: all the sandboxes' namespaces are owned by this one)
+        _join(int(userns), _CLONE_NEWUSER, b"lambdalet's user namespace")
     fd = int(os.environ.pop(SOCKET_FD_ENV))
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET, 0, fd)
     os.set_inheritable(fd, False)
@@ -103,7 +114,13 @@ def serve(keep_modules: set[str]) -> None:
     _signal.signal(_signal.SIGCHLD, reap)
     _send(sock, b"R")
     spare: _Spare | None = None
+    spare_for: dict | None = None  # the generic part of the next spare to make, once idle
     while True:
+        if spare_for is not None and not select.select([sock], [], [], SPARE_DELAY_S)[0]:
+            spare, spare_for = _Spare.make(spare_for, sock, startup_env, keep_modules), None  # (idle now)
+            if spare is None:  # (this process is a runtime that such a spare forked)
+                return
+            continue
         data, ancdata, _flags, _addr = sock.recvmsg(_MAX_REQUEST, _socket.CMSG_SPACE(4 * _MAX_FDS))
         if not data:
             os._exit(0)
@@ -135,12 +152,12 @@ def serve(keep_modules: set[str]) -> None:
         for fd in fds:
             os.close(fd)
         _send(sock, b"P %d" % pid)
-        if config is not None:  # the next cold start's PID 1, made ahead
-            if spare is not None:
+        if config is not None:  # the next cold start's PID 1 is made ahead, once idle
+            if spare is not None and spare.generic != config["generic"]:
                 spare.close()
-            spare = _Spare.make(config["generic"], sock, startup_env, keep_modules)
-            if spare is None:  # (this process is a runtime that such a spare forked)
-                return
+                spare = None
+            if spare is None:
+                spare_for = config["generic"]
 
 
 def _fds(ancdata: list) -> list[int]:
@@ -220,7 +237,8 @@ def _sandbox_init(header: dict, request: bytes, fds: list[int], startup_env: dic
 
     config = header["sandbox"]
     if header.get("netns"):  # (first: PID 1 and all it starts live in the environment's network)
-        _join_netns(fds.pop())
+        _join(fds.pop(), _CLONE_NEWNET, b"the environment's network namespace")
+    userns = fds.pop() if header.get("userns") else None  # (joined by the runtime, last)
     count = 1 + bool(header.get("telemetry"))
     pipes, status_fd, listen = fds[:count], fds[count], fds[count + 1 :]
     exe = header.get("exec")
@@ -228,7 +246,8 @@ def _sandbox_init(header: dict, request: bytes, fds: list[int], startup_env: dic
         if not prepared:
             sandbox.prepare(config["generic"])
         sandbox.finish(config)
-        sandbox.set_limits()
+        if not config.get("userns"):
+            sandbox.set_limits()
         error_r, error_w = os.pipe2(os.O_CLOEXEC) if exe else (None, None)
         runtime = os.fork()
     except Exception as exc:  # (PID 1 must never carry on into the fork server's loop)
@@ -239,6 +258,8 @@ def _sandbox_init(header: dict, request: bytes, fds: list[int], startup_env: dic
             os.close(fd)
         if error_w is not None:
             os.close(error_w)
+        if userns is not None:
+            os.close(userns)
         sandbox.run_init(config, runtime, status_fd, error_r)
     os.close(status_fd)
     for fd in listen:
@@ -247,7 +268,7 @@ def _sandbox_init(header: dict, request: bytes, fds: list[int], startup_env: dic
     try:
         if exe is None:
             sandbox.set_cmdline(argv)
-        sandbox.drop_privileges(config)
+        sandbox.drop_privileges(config, userns)
     except OSError as exc:
         os.write(pipes[0], f"lambdalet sandbox: {exc}\n".encode())
         os._exit(127)
@@ -317,7 +338,7 @@ def _become_child(request: bytes, fds: list[int], startup_env: dict[str, str], k
                   new_session: bool = True) -> None:
     cwd, argv, args, env = _parse(request)
     if env.pop(NETNS_ENV, None) is not None:
-        _join_netns(fds.pop())
+        _join(fds.pop(), _CLONE_NEWNET, b"the environment's network namespace")
     if new_session:
         try:
             os.setsid()

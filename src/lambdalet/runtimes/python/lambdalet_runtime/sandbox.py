@@ -1,4 +1,5 @@
-"""The sandbox of one execution environment, built by the fork server (Linux, as root).
+"""The sandbox of one execution environment, built by the fork server (Linux: as root, or in a user
+namespace of lambdalet's that gives it the capabilities needed here, environment/userns.py).
 
 The fork server clones PID 1 of a new PID, mount, UTS and IPC namespace (a raw clone: one process,
 no exec). PID 1 builds Lambda's filesystem in a tmpfs of its own (``/var/task``, ``/opt``,
@@ -6,7 +7,8 @@ no exec). PID 1 builds Lambda's filesystem in a tmpfs of its own (``/var/task``,
 size, a fresh ``/proc``, a minimal ``/dev``), moves into it, becomes ``/var/runtime/init`` (cmdline
 and comm), forks the runtime and reaps every process of the environment until the runtime exits:
 then it exits, and the kernel ends whatever is left in the namespace. The runtime drops to the
-environment's own uid/gid with Lambda's limits, then either execs the bootstrap or (a forked Python
+environment's own uid/gid (without root: joins the environment's own user namespace instead, as uid 993,
+and drops every capability) with Lambda's limits, then either execs the bootstrap or (a forked Python
 runtime) returns into the already-imported runtime. What does not depend on the function (prepare())
 is done ahead of time by a spare PID 1 that waits for the next cold start, which then only finish()es.
 
@@ -27,11 +29,16 @@ CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
+CLONE_NEWUSER = 0x10000000
 _SIGCHLD = 17
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 32, 4096, 8192, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NAME, PR_SET_MM, PR_SET_NO_NEW_PRIVS = 1, 4, 15, 35, 38
 PR_SET_MM_MAP = 14
+PR_CAPBSET_DROP, PR_SET_SECUREBITS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 28, 47, 4
+# SECBIT_NOROOT, SECBIT_NO_SETUID_FIXUP, SECBIT_NO_CAP_AMBIENT_RAISE (+ their locks), SECBIT_KEEP_CAPS_LOCKED
+_SECUREBITS = 0x01 | 0x02 | 0x04 | 0x08 | 0x20 | 0x40 | 0x80
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _CLONE = {"x86_64": 56, "aarch64": 220}.get(platform.machine())
 INIT_ARGV = ("/var/runtime/init", "--enable-extensions", "--logs-egress-api", "fluxpump", "--disable-tracing")
 NEW_ROOT = "/root"  # (a directory of the tmpfs, not its top: see finish())
@@ -145,6 +152,18 @@ def finish(config: dict) -> None:
     _libc.sethostname(hostname, len(hostname))
 
 
+def _drop_capabilities() -> None:
+    """No capability left, now or after an exec, even of a uid 0 (securebits: root is not special)."""
+    _libc.prctl(PR_SET_SECUREBITS, _SECUREBITS, 0, 0, 0)
+    for cap in range(64):
+        if _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            break  # (EINVAL past the kernel's last capability)
+    _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()
+    _check(_libc.capset(header, data), "capset")
+
+
 class _MmMap(ctypes.Structure):
     """struct prctl_mm_map (linux/prctl.h)."""
 
@@ -207,18 +226,29 @@ def run_init(config: dict, runtime_pid: int, status_fd: int, exec_error_fd: int 
 
 
 def set_limits() -> None:
-    """Lambda's limits, in PID 1 for its runtime to inherit (root is not held to RLIMIT_NPROC)."""
+    """Lambda's limits, in PID 1 for its runtime to inherit (root is not held to RLIMIT_NPROC); without root,
+    in the runtime once in its own user namespace (drop_privileges()): the kernel counts a user namespace's
+    processes in its parents' too, so PID 1, in the one all environments share, must not be held to 1,024."""
     resource.setrlimit(resource.RLIMIT_NPROC, (MAX_PROCESSES, MAX_PROCESSES))
     resource.setrlimit(resource.RLIMIT_NOFILE, (MAX_FILES, MAX_FILES))
 
 
-def drop_privileges(config: dict) -> None:
-    """In the runtime: the environment's own uid/gid, no way back to more privileges."""
+def drop_privileges(config: dict, userns_fd: int | None = None) -> None:
+    """In the runtime: the environment's own uid/gid (or its own user namespace, userns_fd), no way back
+    to more privileges."""
+    if userns_fd is not None:
+        _check(_libc.setns(userns_fd, CLONE_NEWUSER), "setns(user namespace)")
+        os.close(userns_fd)
+    if config.get("userns"):
+        set_limits()
     _become_user(config)
     _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 
 
 def _become_user(config: dict) -> None:
+    if config.get("userns"):  # (a user namespace maps no other uid: the runtime is 993 in its own already)
+        _drop_capabilities()
+        return
     os.setgroups([])
     os.setresgid(config["gid"], config["gid"], config["gid"])
     os.setresuid(config["uid"], config["uid"], config["uid"])
