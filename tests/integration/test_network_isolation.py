@@ -290,11 +290,13 @@ def test_outbound_reaches_a_tcp_server_on_a_host_address(any_server, greeters):
     if "outbound access via veth" not in log and "outbound access through slirp4netns" not in log:
         assert "outbound access off (" in log  # (said at start-up: e.g. no slirp4netns installed)
         pytest.skip("no outbound access here: " + log.split("outbound access off (")[1].split(")")[0])
-    greeter = Greeter(address)
-    greeters.append(greeter)
+    greeter, loopback = Greeter(address), Greeter("127.0.0.1")
+    greeters += [greeter, loopback]
     hostile = deploy(any_server, HOSTILE, "outbound")
-    body = invoke(any_server, hostile, {"reach": [list(greeter.address)]})
-    assert body["reach"] == ["hi from the host"]
+    # (10.0.2.2 is the host's loopback seen through slirp4netns: kept out of reach)
+    body = invoke(any_server, hostile, {"reach": [list(greeter.address), ["10.0.2.2", loopback.address[1]]]})
+    assert body["reach"][0] == "hi from the host"
+    assert body["reach"][1] != "hi from the host", body
 
 
 OUTSIDE_GREETER = """import socket, sys

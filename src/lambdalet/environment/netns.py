@@ -15,9 +15,9 @@ Outbound access, by tier (detected at start-up, never required):
 - ``veth``: a veth pair per namespace (environment/veth.py) with a default route to the host: functions
   reach the host's non-loopback addresses and, where the host forwards (ip_forward) and has nftables,
   beyond it through NAT (veth.masquerade()).
-- ``slirp4netns`` (without root; Debian's package of that name): a user-mode TCP/IP stack per namespace,
-  run sandboxed by the user-namespace maker (environment/userns_maker.py): functions reach the host's
-  non-loopback addresses and beyond (tap0 10.0.2.100/24, DNS forwarder 10.0.2.3), never its loopback.
+- ``slirp4netns`` (environment/slirp4netns.py; optional, detected): a user-mode TCP/IP stack per namespace,
+  without root, or as root where veth pairs cannot reach beyond the host (no forwarding or no nft):
+  functions reach the host's non-loopback addresses and beyond, never its loopback.
 - ``none``: loopback only, where neither can be made; outbound access from functions is off (said at
   start-up).
 
@@ -48,6 +48,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Protocol
 
+from lambdalet.environment import slirp4netns
 from lambdalet.environment.userns import USER_NAMESPACES
 from lambdalet.environment.veth import Veths, link_up, masquerade
 
@@ -183,6 +184,7 @@ class NetNamespaces:
         self.outbound = "none"  # "veth" | "slirp4netns" | "none"
         self._slirp: str | None = None  # the slirp4netns executable, while it works
         self._slirp_failed = False
+        self._stops: str | None = None  # why veth pairs reach no further than the host, if they do not
         self.summary = "network isolation off"
         self._host_fd = -1
         self._services: list[tuple[int, Serve]] = []
@@ -213,8 +215,11 @@ class NetNamespaces:
             try:
                 if USER_NAMESPACES.running:
                     self._slirp = shutil.which("slirp4netns")
-                else:
-                    self._veths = Veths(self._host_fd)
+                else:  # (slirp4netns only where veth pairs cannot reach beyond the host)
+                    self._stops = masquerade()
+                    self._slirp = shutil.which("slirp4netns") if self._stops is not None else None
+                    if self._slirp is None:
+                        self._veths = Veths(self._host_fd)
             except OSError as exc:
                 log.warning("no veth pairs for network namespaces (%s): outbound access is off", exc)
             probe = threading.Event()
@@ -231,16 +236,15 @@ class NetNamespaces:
             return self.summary
         self.enabled = True
         if self.outbound == "veth":
-            stops = masquerade()  # why outbound access stops at the host, if it does
-            outbound = "via veth to the host " + ("and beyond (NAT: nft table ip lambdalet)" if stops is None
-                                                  else f"only ({stops})")
+            outbound = "via veth to the host " + ("and beyond (NAT: nft table ip lambdalet)" if self._stops is None
+                                                  else f"only ({self._stops})")
         elif self.outbound == "slirp4netns":
             outbound = "through slirp4netns (user-mode networking): the host's non-loopback addresses and beyond"
         elif USER_NAMESPACES.running:
             outbound = ("off (without root: no veth pairs; slirp4netns " +
                         ("failed)" if self._slirp_failed else "is not installed)"))
         else:
-            outbound = "off (no veth pairs)"
+            outbound = "off (no veth pairs" + ("; slirp4netns failed)" if self._slirp_failed else ")")
         self.summary = f"network namespaces on: 127.0.0.1:9001 per environment; outbound access {outbound}"
         return self.summary
 
@@ -332,10 +336,8 @@ class NetNamespaces:
             ns._slirp_exit_fd = made.slirp_exit_fd
             if made.slirp_exit_fd is not None:
                 self.outbound = "slirp4netns"
-            elif made.slirp_error is not None:  # (this namespace and those after it go without)
-                log.warning("no user-mode network for network namespaces (%s): outbound access is off",
-                            made.slirp_error)
-                self._slirp, self._slirp_failed = None, True
+            elif made.slirp_error is not None:
+                self._no_user_mode_network(made.slirp_error)
             return ns
         if _LIBC.unshare(CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
@@ -349,10 +351,22 @@ class NetNamespaces:
                 ns._prebind("127.0.0.1", port)
             if self._veths is not None:
                 self._veth()
+            elif self._slirp is not None:
+                _setns(self._host_fd)  # (its host side must live in the host's namespace)
+                try:
+                    ns._slirp_exit_fd = slirp4netns.attach(self._slirp, ns.fd)
+                    self.outbound = "slirp4netns"
+                except OSError as exc:
+                    self._no_user_mode_network(str(exc))
         except BaseException:
             ns.close()
             raise
         return ns
+
+    def _no_user_mode_network(self, reason: str) -> None:
+        """(In the pool thread.) slirp4netns failed: this namespace and those after it go without."""
+        log.warning("no user-mode network for network namespaces (%s): outbound access is off", reason)
+        self._slirp, self._slirp_failed = None, True
 
     def _veth(self) -> None:
         """(In the pool thread, in the new namespace.) A veth pair from it to the host, with a default route

@@ -10,10 +10,8 @@ where the base's root is seen as Lambda's sandbox user (993): its runtime joins 
 drops every capability. So each environment's processes count against Lambda's 1,024-process limit on
 their own, and nothing in an environment can act on its PID 1 (that takes capabilities in the base).
 
-Outbound network, when asked for: slirp4netns (a user-mode TCP/IP stack) attached to the namespace, run
-from the base as its root, so that it can sandbox itself (--enable-sandbox: an empty root, no
-capabilities; --enable-seccomp): it parses whatever a hostile function sends. Its --exit-fd pipe's write
-end goes to the server, so that it ends with the namespace, and with a server killed by kill -9.
+Outbound network, when asked for: slirp4netns attached to the namespace (environment/slirp4netns.py), run
+from the base as its root, so that it can sandbox itself. Its exit pipe's write end goes to the server.
 
 Messages (maker -> server first):
 - ``R`` once the base exists and a sandbox works in it (new mount, PID, UTS and IPC namespaces, /proc
@@ -32,12 +30,13 @@ import ctypes
 import fcntl
 import json
 import os
-import select
 import signal
 import socket
 import struct
-import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # (run as a script: its sibling below)
+import slirp4netns
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
@@ -46,8 +45,6 @@ _PR_SET_PDEATHSIG = 1
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 _IFREQ_FLAGS = struct.Struct("16sH14x")
 _MAX_FDS = 8
-SLIRP_READY_TIMEOUT_S = 5.0
-SLIRP_MTU = 65520  # (its maximum but one: larger segments, fewer copies)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -159,7 +156,7 @@ def _network(channel: socket.socket, ports: list[int], slirp: str | None, inside
     reply = b"N"
     if slirp is not None:
         try:
-            fds.append(_user_mode_network(slirp, fds[0], fds[1]))
+            fds.append(slirp4netns.attach(slirp, fds[1], fds[0]))
         except OSError as exc:
             reply = b"N " + os.fsencode(str(exc))
     try:
@@ -167,38 +164,6 @@ def _network(channel: socket.socket, ports: list[int], slirp: str | None, inside
     finally:
         for fd in fds:
             os.close(fd)
-
-
-def _user_mode_network(executable: str, userns_fd: int, netns_fd: int) -> int:
-    """slirp4netns for the namespace, up: the write end of its exit pipe."""
-    exit_r, exit_w = os.pipe()
-    ready_r, ready_w = os.pipe()
-    argv = [executable, "--configure", f"--mtu={SLIRP_MTU}", "--disable-host-loopback", "--enable-sandbox",
-            "--enable-seccomp", f"--userns-path=/proc/self/fd/{userns_fd}", "--netns-type=path",
-            f"--exit-fd={exit_r}", f"--ready-fd={ready_w}", f"/proc/self/fd/{netns_fd}", "tap0"]
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                pass_fds=(userns_fd, netns_fd, exit_r, ready_w), start_new_session=True)
-    except OSError:
-        os.close(exit_w)
-        raise
-    finally:
-        os.close(exit_r)
-        os.close(ready_w)
-    assert proc.stderr is not None
-    try:
-        ready, _, _ = select.select([ready_r], [], [], SLIRP_READY_TIMEOUT_S)
-        up = bool(ready) and os.read(ready_r, 1) == b"1"
-    finally:
-        os.close(ready_r)
-    if not up:
-        os.close(exit_w)
-        proc.kill()
-        lines = proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
-        proc.stderr.close()
-        raise OSError(f"slirp4netns did not come up: {'; '.join(lines) or 'no answer'}")
-    proc.stderr.close()
-    return exit_w
 
 
 def _reap(_signum, _frame) -> None:
