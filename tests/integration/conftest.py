@@ -71,8 +71,10 @@ def sandboxed() -> bool:
     return TEST_ISOLATION != "none" and sys.platform.startswith("linux") and os.geteuid() == 0
 
 
-def start_server(data_dir: Path, *extra: str, as_uid: int | None = None, log_dir: Path | None = None) -> Server:
-    """A real `lambdalet serve` on data_dir; as_uid runs it as that (unprivileged) uid, from root."""
+def start_server(data_dir: Path, *extra: str, as_uid: int | None = None, log_dir: Path | None = None,
+                 etc: dict[str, Path] | None = None) -> Server:
+    """A real `lambdalet serve` on data_dir; as_uid runs it as that (unprivileged) uid, from root, with the
+    files of `etc` (e.g. {"/etc/subuid": path}) in place of the host's, for it only."""
     if "--isolation" not in extra:
         extra = (*extra, "--isolation", TEST_ISOLATION)
     port = free_port()
@@ -81,7 +83,8 @@ def start_server(data_dir: Path, *extra: str, as_uid: int | None = None, log_dir
     argv = [sys.executable, "-m", "lambdalet.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--data-dir", str(data_dir), *extra]
     if as_uid is not None:
-        argv = as_unprivileged(as_uid, argv, [sys.executable, sys.prefix, sys.base_prefix, str(REPO), str(data_dir)])
+        argv = as_unprivileged(as_uid, argv, [sys.executable, sys.prefix, sys.base_prefix, str(REPO), str(data_dir)],
+                               etc or {})
     proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, cwd=str(REPO))
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.time() + 20
@@ -97,10 +100,11 @@ def start_server(data_dir: Path, *extra: str, as_uid: int | None = None, log_dir
     raise RuntimeError("lambdalet serve did not start:\n" + log_path.read_text(errors="replace"))
 
 
-def as_unprivileged(uid: int, argv: list[str], paths: list[str]) -> list[str]:
+def as_unprivileged(uid: int, argv: list[str], paths: list[str], etc: dict[str, Path]) -> list[str]:
     """argv run by root as uid (gid = uid, no groups), able to reach `paths`: a directory on their way that
     only its owner may enter (pyenv's Pythons under /root) is shadowed by a tmpfs that holds just what
-    leads to them, in a mount namespace of that command's own. The host is left as it is."""
+    leads to them, in a mount namespace of that command's own, where the files of `etc` are bound over the
+    host's (which must exist). The host is left as it is."""
     shadows: dict[str, set[str]] = {}
     for path in paths:
         parts = Path(os.path.realpath(path)).parts
@@ -109,7 +113,7 @@ def as_unprivileged(uid: int, argv: list[str], paths: list[str]) -> list[str]:
             if not os.stat(ancestor).st_mode & 0o001:  # no search permission for others
                 shadows.setdefault(ancestor, set()).add(parts[depth + 1])
                 break
-    script = []
+    script = [f"mount --bind {source} {target}" for target, source in sorted(etc.items())]
     for i, (directory, children) in enumerate(sorted(shadows.items())):
         hidden = f"/run/lambdalet-test-hidden-{os.getpid()}-{i}"
         script += [f"mkdir -p {hidden}", f"mount --bind {directory} {hidden}",
@@ -122,14 +126,25 @@ def as_unprivileged(uid: int, argv: list[str], paths: list[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def unprivileged_server() -> Iterator[Server]:
-    """A server run by UNPRIVILEGED_UID (from root), `--isolation auto`: the sandbox without root."""
+def unprivileged_server(subordinate_ids: int = 0) -> Iterator[Server]:
+    """A server run by UNPRIVILEGED_UID (from root), `--isolation auto`: the sandbox without root. With
+    subordinate_ids, that uid has a name and that many subordinate uids and gids (from 400000), as
+    `useradd` sets up, in files of the server's own (/etc/passwd, /etc/subuid, /etc/subgid)."""
     top = Path(tempfile.mkdtemp(prefix="lambdalet-unprivileged-"))  # (reachable by that uid, unlike pytest's)
     try:
         os.chmod(top, 0o755)
         (top / "data").mkdir()
         os.chown(top / "data", UNPRIVILEGED_UID, UNPRIVILEGED_UID)
-        srv = start_server(top / "data", "--isolation", "auto", as_uid=UNPRIVILEGED_UID, log_dir=top)
+        etc = {}
+        if subordinate_ids:
+            passwd = Path("/etc/passwd").read_text() + f"lltest:x:{UNPRIVILEGED_UID}:{UNPRIVILEGED_UID}::/:/bin/false\n"
+            for name, text in (("passwd", passwd), ("subuid", f"lltest:400000:{subordinate_ids}\n"),
+                               ("subgid", f"lltest:400000:{subordinate_ids}\n")):
+                if os.path.exists(f"/etc/{name}"):  # (a file can only be bound over one that exists)
+                    (top / name).write_text(text)
+                    os.chmod(top / name, 0o644)
+                    etc[f"/etc/{name}"] = top / name
+        srv = start_server(top / "data", "--isolation", "auto", as_uid=UNPRIVILEGED_UID, log_dir=top, etc=etc)
         try:
             yield srv
         finally:

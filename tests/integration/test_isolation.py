@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sys
@@ -226,6 +227,36 @@ def test_environments_have_uids_of_their_own(server: Server, unprivileged: Serve
         first, second = _shell_function(unprivileged), _shell_function(unprivileged)
         ids = [_sh(unprivileged, name, "id -u; readlink /proc/self/ns/user").split() for name in (first, second)]
         assert ids[0][0] == ids[1][0] == "993" and ids[0][1] != ids[1][1], ids
+
+
+def _host_uids_running(token: str) -> set[int]:
+    return {os.stat(f"/proc/{pid}").st_uid for pid in _processes_named(token)}
+
+
+def test_subordinate_ids_give_each_environment_a_uid_of_its_own_without_root() -> None:
+    """Without root, where the user has subordinate ids and uidmap's helpers are installed, each environment
+    is a uid of its own on the host (993 inside), and cannot signal its PID 1; elsewhere they share the
+    server's uid, and the start-up line says so."""
+    if not CAN_SANDBOX or not user_namespaces_allowed():
+        return
+    with unprivileged_server(subordinate_ids=1000) as srv:
+        line = next(line for line in srv.server_log().splitlines() if "isolation" in line)
+        mapped = all(shutil.which(tool) for tool in ("newuidmap", "newgidmap")) and all(
+            os.path.exists(f"/etc/{name}") for name in ("subuid", "subgid"))
+        assert ("uid 993 inside (a subordinate uid of its own outside, of 1000)" in line) == mapped, line
+        tokens = [f"1000.{secrets.randbelow(10**9)}" for _ in range(2)]
+        for token in tokens:
+            name = _shell_function(srv)
+            out = _sh(srv, name, f"sleep {token} > /dev/null 2>&1 < /dev/null & id -u; id -G; "
+                                 "kill -0 1 2>&1 && echo signalled PID 1")
+            assert out.splitlines()[0] == "993", out
+            if mapped:
+                assert out.splitlines()[1] == "993" and "signalled PID 1" not in out, out
+        uids = [_host_uids_running(token) for token in tokens]
+        if mapped:  # (two environments, two uids of the range)
+            assert all(len(u) == 1 and 400000 <= min(u) < 401000 for u in uids) and uids[0] != uids[1], uids
+        else:
+            assert uids == [{UNPRIVILEGED_UID}] * 2, uids
 
 
 def test_tmp_is_private_and_sized_by_ephemeral_storage(server: Server, plain: Server,

@@ -30,7 +30,7 @@ from lambdalet.environment.netns import NetNamespace
 from lambdalet.environment.process import BootstrapProcess, SandboxedProcess
 from lambdalet.environment.sandbox import CGROUP_JOIN_ENV, MemoryCgroup
 from lambdalet.environment.spec import RUNTIMES_DIR, FunctionSpec
-from lambdalet.environment.userns import BASE_GID, BASE_UID, SANDBOX_UID, USER_NAMESPACES
+from lambdalet.environment.userns import BASE_UID, SANDBOX_GID, SANDBOX_UID, USER_NAMESPACES
 
 TASK_ROOT, OPT, RUNTIME_DIR, TMP = "/var/task", "/opt", "/var/runtime", "/tmp"
 LAMBDA_PATH = "/var/lang/bin:/usr/local/bin:/usr/bin/:/bin:/opt/bin"
@@ -163,7 +163,8 @@ class SandboxLauncher(Launcher):
         netns = request.netns
         netns_fd = netns.fd if netns is not None else None
         userns_fd = netns.userns_fd if netns is not None and self.uids is None else None
-        uid = self.uids.acquire() if self.uids is not None else BASE_UID
+        # (without root: the id of lambdalet's user namespace that is 993 in the environment's own)
+        uid = self.uids.acquire() if self.uids is not None else netns.userns_id if netns is not None else BASE_UID
         config = self._config(request, moves, uid)
         os.makedirs(STAGING_ROOT, exist_ok=True)  # (PID 1 mounts its root here, in its own mount namespace)
 
@@ -224,7 +225,8 @@ class SandboxLauncher(Launcher):
         host = uid if self.uids is not None else next(self._hosts)
         return {
             "generic": generic, "binds": binds, "tmp_mb": spec.ephemeral_mb, "uid": uid,
-            "gid": uid if self.uids is not None else BASE_GID, "userns": self.uids is None,
+            "gid": uid, "userns": self.uids is None,
+            "inside": [SANDBOX_UID, SANDBOX_GID],
             "cgroup": cgroup.own_join_path if cgroup is not None else None,
             "hostname": f"169.254.{(host >> 8) & 255}.{host & 255}",
         }
@@ -288,8 +290,10 @@ def configure(isolation: str, uids: tuple[int, int] = DEFAULT_UIDS) -> str:
     if tier == namespaces.USERNS:
         fork_servers.join_user_namespace(USER_NAMESPACES.join_fd())
         _current = SandboxLauncher(None)
+        outside = (f"a subordinate uid of its own outside, of {USER_NAMESPACES.own_ids}" if USER_NAMESPACES.own_ids
+                   else "the server's uid outside")
         return (f"isolation sandbox without root: user, PID, mount, UTS and IPC namespaces per environment, uid "
-                f"{SANDBOX_UID} inside (the server's uid outside), 1024 processes and open files")
+                f"{SANDBOX_UID} inside ({outside}), 1024 processes and open files")
     if isolation == "strict":
         raise IsolationUnavailable(f"--isolation strict: no sandbox on this host ({missing})")
     _current = PlainLauncher()

@@ -117,6 +117,7 @@ class NetNamespace:
         self.fd = fd  # setns(fd, CLONE_NEWNET) joins it; pass it to a child that joins by itself
         self._host_fd = host_fd  # the server's namespace (not owned); -1: the server cannot enter this one
         self.userns_fd = userns_fd  # the user namespace that owns it (without root), for the runtime to join
+        self.userns_id = 0  # the uid/gid of lambdalet's user namespace that is 993 in that one
         self._listeners: dict[tuple[str, int], socket.socket] = {}
         self._served: list[Closable] = []
         self._slirp_exit_fd: int | None = None  # closing it ends its slirp4netns (without root)
@@ -333,7 +334,7 @@ class NetNamespaces:
             made = USER_NAMESPACES.network(ports, self._slirp)
             ns = NetNamespace(made.netns_fd, -1, made.userns_fd)
             ns._listeners = {("127.0.0.1", sock.getsockname()[1]): sock for sock in made.listeners}
-            ns._slirp_exit_fd = made.slirp_exit_fd
+            ns._slirp_exit_fd, ns.userns_id = made.slirp_exit_fd, made.base_id
             if made.slirp_exit_fd is not None:
                 self.outbound = "slirp4netns"
             elif made.slirp_error is not None:

@@ -1,25 +1,29 @@
 """The user-namespace maker: what lets a server without root sandbox its environments.
 
-Run by environment/userns.py as ``python -I -S userns_maker.py <inside uid> <inside gid> <fd>``, fd a
-SOCK_SEQPACKET socket to the server (standard library only: it imports nothing of lambdalet's). It enters a
-new user namespace (the *base*) as its root, mapped to the server's uid and gid, and so gains the
-capabilities of that namespace only: what a sandbox's PID 1 needs (mounts, chroot, hostname) over the
-namespaces the base owns, and nothing over the host's. The fork servers join the base. Each environment's
-network namespace is made here, with a user namespace of its own below the base (the *environment's*),
-where the base's root is seen as Lambda's sandbox user (993): its runtime joins it as its last step and
-drops every capability. So each environment's processes count against Lambda's 1,024-process limit on
-their own, and nothing in an environment can act on its PID 1 (that takes capabilities in the base).
+Run by environment/userns.py as ``python -I -S userns_maker.py <inside uid> <inside gid> <fd>
+[<subordinate ids>]``, fd a SOCK_SEQPACKET socket to the server (standard library only: it imports nothing
+of lambdalet's but its sibling slirp4netns.py). It enters a new user namespace (the *base*) as its root,
+mapped to the server's uid and gid, and so gains the capabilities of that namespace only: what a sandbox's
+PID 1 needs (mounts, chroot, hostname) over the namespaces the base owns, and nothing over the host's. The
+fork servers join the base. Each environment's network namespace is made here, with a user namespace of
+its own below the base (the *environment's*), where Lambda's sandbox user (993) is the base's root or,
+where the user has subordinate ids (/etc/subuid, /etc/subgid), a subordinate id of its own (its own uid
+and gid on the host, handed out in turn): its runtime joins it as its last step and drops every
+capability. So each environment's processes count against Lambda's 1,024-process limit on their own, and
+nothing in an environment can act on its PID 1 (that takes capabilities in the base).
 
 Outbound network, when asked for: slirp4netns attached to the namespace (environment/slirp4netns.py), run
 from the base as its root, so that it can sandbox itself. Its exit pipe's write end goes to the server.
 
 Messages (maker -> server first):
+- with subordinate ids, ``M <pid>``: the server maps them in the base (newuidmap, newgidmap) and answers
+  ``m``, or anything else to have the maker map the server's own ids only;
 - ``R`` once the base exists and a sandbox works in it (new mount, PID, UTS and IPC namespaces, /proc
   mounted), or ``X <what failed>`` (then the maker exits);
-- server -> maker ``N`` + JSON {"ports": [...], "slirp4netns": path | null}: maker -> server ``N`` (or
-  ``N <why outbound access failed>``) with the environment's user namespace, its network namespace (loopback
-  up), a listening socket on 127.0.0.1 per port in it and, with outbound access, slirp4netns's exit pipe, as
-  SCM_RIGHTS; or ``X <what failed>``.
+- server -> maker ``N`` + JSON {"ports": [...], "slirp4netns": path | null}: maker -> server ``N`` + JSON
+  {"id": the base's id that is 993 in it, "slirp4netns": why outbound access failed | null} with the
+  environment's user namespace, its network namespace (loopback up), a listening socket on 127.0.0.1 per
+  port in it and, with outbound access, slirp4netns's exit pipe, as SCM_RIGHTS; or ``X <what failed>``.
 The maker exits when the server does (SIGKILL on its death, and EOF on the socket).
 """
 
@@ -28,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import itertools
 import json
 import os
 import signal
@@ -90,8 +95,9 @@ def _receive(channel: socket.socket) -> tuple[bytes, list[int]]:
     return data, fds
 
 
-def _in_child(work, channel: socket.socket) -> None:
-    """Run work() in a child (a namespace once entered cannot be left); it reports on channel itself."""
+def _in_child(work, channel: socket.socket, meanwhile=None) -> None:
+    """Run work() in a child (a namespace once entered cannot be left); it reports on channel itself.
+    meanwhile(pid), if given, runs here while the child works."""
     pid = os.fork()
     if pid == 0:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -101,8 +107,12 @@ def _in_child(work, channel: socket.socket) -> None:
             with contextlib.suppress(OSError):
                 channel.send(b"X " + os.fsencode(str(exc)))
         os._exit(0)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
+    try:
+        if meanwhile is not None:
+            meanwhile(pid)
+    finally:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
 
 
 def _probe(channel: socket.socket) -> None:
@@ -126,11 +136,22 @@ def _probe(channel: socket.socket) -> None:
     _in_child(work, channel)
 
 
-def _network(channel: socket.socket, ports: list[int], slirp: str | None, inside_uid: int, inside_gid: int) -> None:
+def _network(channel: socket.socket, ports: list[int], slirp: str | None, inside_uid: int, inside_gid: int,
+             own_id: int | None) -> None:
+    """The environment's user and network namespaces; in the user namespace, inside_uid/gid is the base's
+    root, or with own_id, that subordinate id of the base's (its own uid and gid on the host)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    unshared_r, unshared_w = os.pipe() if own_id is not None else (-1, -1)
+    mapped_r, mapped_w = os.pipe() if own_id is not None else (-1, -1)
 
     def work() -> None:  # (in the child: into the environment's namespaces, back to the maker with them)
-        enter_user_namespace(CLONE_NEWNET, inside_uid, inside_gid)
+        if own_id is None:
+            enter_user_namespace(CLONE_NEWNET, inside_uid, inside_gid)
+        else:  # (only the maker, in the parent namespace, may map an id other than the child's own)
+            _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWNET), "unshare(CLONE_NEWUSER)")
+            os.write(unshared_w, b"u")
+            if os.read(mapped_r, 1) != b"m":
+                raise OSError("the environment's user namespace was not mapped")
         loopback_up()
         listeners = []
         for port in ports:
@@ -143,7 +164,21 @@ def _network(channel: socket.socket, ports: list[int], slirp: str | None, inside
                *(sock.fileno() for sock in listeners)]
         _send(theirs, b"N", fds)
 
-    _in_child(work, theirs)
+    def map_ids(pid: int) -> None:
+        if own_id is None:
+            return
+        os.close(unshared_w)  # (so that a child that dies first is an EOF here, not a wait)
+        os.close(mapped_r)
+        try:
+            if os.read(unshared_r, 1) == b"u":
+                _write(f"/proc/{pid}/uid_map", f"{inside_uid} {own_id} 1")
+                _write(f"/proc/{pid}/gid_map", f"{inside_gid} {own_id} 1")
+                os.write(mapped_w, b"m")
+        finally:
+            os.close(unshared_r)
+            os.close(mapped_w)
+
+    _in_child(work, theirs, map_ids)
     theirs.close()
     ours.settimeout(5)
     try:
@@ -153,14 +188,14 @@ def _network(channel: socket.socket, ports: list[int], slirp: str | None, inside
     if data != b"N":
         channel.send(data or b"X the namespace's maker exited")
         return
-    reply = b"N"
+    reply = {"id": own_id if own_id is not None else 0, "slirp4netns": None}
     if slirp is not None:
         try:
             fds.append(slirp4netns.attach(slirp, fds[1], fds[0]))
         except OSError as exc:
-            reply = b"N " + os.fsencode(str(exc))
+            reply["slirp4netns"] = str(exc)
     try:
-        _send(channel, reply, fds)
+        _send(channel, b"N" + json.dumps(reply).encode(), fds)
     finally:
         for fd in fds:
             os.close(fd)
@@ -173,16 +208,34 @@ def _reap(_signum, _frame) -> None:
             pass
 
 
+def _enter_base(channel: socket.socket, subordinate: int) -> int:
+    """Into the base as its root; with `subordinate` ids delegated to the user, the server maps them as the
+    base's ids 1..subordinate (newuidmap and newgidmap: setuid helpers). How many it mapped (0: none)."""
+    if subordinate:
+        uid, gid = os.geteuid(), os.getegid()
+        _check(_libc.unshare(CLONE_NEWUSER), "unshare(CLONE_NEWUSER)")
+        channel.send(b"M %d" % os.getpid())
+        if channel.recv(16) == b"m":
+            return subordinate
+        _write("/proc/self/setgroups", "deny")  # (not mapped: the caller's own ids only)
+        _write("/proc/self/uid_map", f"0 {uid} 1")
+        _write("/proc/self/gid_map", f"0 {gid} 1")
+        return 0
+    enter_user_namespace(0, 0, 0)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     inside_uid, inside_gid, fd = (int(a) for a in argv[1:4])
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     signal.signal(signal.SIGCHLD, _reap)  # (not SIG_IGN: slirp4netns would inherit it, and waits for its own)
     channel = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, 0, fd)
     try:
-        enter_user_namespace(0, 0, 0)
+        subordinate = _enter_base(channel, int(argv[4]) if len(argv) > 4 else 0)
     except OSError as exc:
         channel.send(b"X " + os.fsencode(str(exc)))
         return 1
+    ids = itertools.cycle(range(1, subordinate + 1)) if subordinate else None
     _probe(channel)
     while True:
         try:
@@ -193,7 +246,8 @@ def main(argv: list[str]) -> int:
             return 0
         if request.startswith(b"N"):
             doc = json.loads(request[1:])
-            _network(channel, [int(p) for p in doc["ports"]], doc.get("slirp4netns"), inside_uid, inside_gid)
+            _network(channel, [int(p) for p in doc["ports"]], doc.get("slirp4netns"), inside_uid, inside_gid,
+                     next(ids) if ids is not None else None)
 
 
 if __name__ == "__main__":

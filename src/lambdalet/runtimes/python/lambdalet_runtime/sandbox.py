@@ -239,6 +239,7 @@ def drop_privileges(config: dict, userns_fd: int | None = None) -> None:
     if userns_fd is not None:
         _check(_libc.setns(userns_fd, CLONE_NEWUSER), "setns(user namespace)")
         os.close(userns_fd)
+        config["joined"] = True
     if config.get("userns"):
         set_limits()
     _become_user(config)
@@ -246,8 +247,15 @@ def drop_privileges(config: dict, userns_fd: int | None = None) -> None:
 
 
 def _become_user(config: dict) -> None:
-    if config.get("userns"):  # (a user namespace maps no other uid: the runtime is 993 in its own already)
+    if config.get("userns"):  # (PID 1 too: capabilities only; the runtime, in its own user namespace, 993)
+        if config.get("joined"):
+            uid, gid = config["inside"]
+            if config["uid"]:  # (an id of its own: mapped by lambdalet, so supplementary groups may go)
+                os.setgroups([])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
         _drop_capabilities()
+        _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
         return
     os.setgroups([])
     os.setresgid(config["gid"], config["gid"], config["gid"])
