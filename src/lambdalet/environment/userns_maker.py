@@ -174,6 +174,8 @@ def _network(channel: socket.socket, ports: list[int], slirp: str | None, inside
                 _write(f"/proc/{pid}/uid_map", f"{inside_uid} {own_id} 1")
                 _write(f"/proc/{pid}/gid_map", f"{inside_gid} {own_id} 1")
                 os.write(mapped_w, b"m")
+        except OSError:
+            pass  # (the child reads an EOF and says so)
         finally:
             os.close(unshared_r)
             os.close(mapped_w)
