@@ -221,3 +221,67 @@ async def test_a_repeated_head_brings_each_requests_own_body():
     await until(lambda: len(h.seen) == len(bodies))
     assert [s.body for s in h.seen] == bodies
     assert parser.fed == len(post("/same", bodies[0]))  # only the first went through llhttp
+
+
+@aio
+async def test_a_runtimes_responses_of_any_id_and_size_are_taken_by_their_shape():
+    h = Harness()
+    c = h.connect()
+    parser = counted(c)
+    nxt = get("/2018-06-01/runtime/invocation/next")
+    c.send(nxt)
+    await until(lambda: len(h.seen) == 1)
+    bodies = [b'{"ok":1}', b"", b"x" * 3000, b'{"n":22}']  # (reads above 4 KB are parsed in slices)
+    for i, body in enumerate(bodies):
+        c.send(post(f"/2018-06-01/runtime/invocation/id-{i}/response", body) + nxt)
+    await until(lambda: len(h.seen) == 1 + 2 * len(bodies))
+    assert parser.fed == len(nxt) + len(post("/2018-06-01/runtime/invocation/id-0/response", bodies[0]))
+    posted = [(s.method, s.path, s.raw_path, s.query, s.headers, s.body) for s in h.seen[1::2]]
+    assert posted == [("POST", f"/2018-06-01/runtime/invocation/id-{i}/response",
+                       f"/2018-06-01/runtime/invocation/id-{i}/response", "",
+                       {"host": "test", "content-length": str(len(body))}, body) for i, body in enumerate(bodies)]
+    assert [a.status for a in c.answers()] == [200] * (1 + 2 * len(bodies))
+
+
+@pytest.mark.parametrize("odd", [
+    post("/r/a%20b/response", b"12"),  # a target to unquote
+    post("/r/a?x=1", b"12"),  # a query
+    b"POST /r/a b HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n\r\n12",  # a space in the target: 400
+    b"POST /r/a HTTP/1.1\r\nHost: test\r\nContent-Length: +2\r\n\r\n12",  # not digits: 400
+    b"PUT /r/a HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n\r\n12",  # another method
+    post("/r/a", b"12", [("X-More", "1")]),  # other fields
+])
+@aio
+async def test_requests_near_a_remembered_shape_go_to_the_parser(odd):
+    h = Harness()
+    c = h.connect()
+    c.send(post("/r/first", b"{}"))
+    await until(lambda: len(h.seen) == 1)
+    assert c.proto._shape is not None
+    parser = counted(c)
+    c.send(odd)
+    await until(lambda: len(c.answers()) == 2)
+    assert parser.fed == len(odd)
+    ref = Harness()
+    r = ref.connect()
+    r.send(odd)
+    await until(lambda: len(r.answers()) == 1)
+    assert [a.status for a in c.answers()][1:] == [a.status for a in r.answers()]
+    assert seen(h)[1:] == seen(ref)
+
+
+@aio
+async def test_a_shape_needs_content_length_last_and_a_plain_target():
+    h = Harness()
+    c = h.connect()
+    c.send(post("/r/first", b"{}", [("Content-Type", "application/json")]))  # Content-Length is not last
+    c.send(post("/r/a%20b", b"{}"))  # a target with something to unquote
+    await until(lambda: len(h.seen) == 2)
+    assert c.proto._shape is None
+    parser = counted(c)
+    c.send(post("/r/second", b"{}"))
+    c.send(post("/r/third", b"{}")[:-1])  # the shape, but its body is not all here yet
+    c.send(b"}")
+    await until(lambda: len(h.seen) == 4)
+    assert parser.fed == len(post("/r/second", b"{}")) + len(post("/r/third", b"{}"))
+    assert [s.body for s in h.seen] == [b"{}"] * 4
