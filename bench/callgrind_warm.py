@@ -99,7 +99,13 @@ def main() -> int:
         wall = time.perf_counter() - start
         with open(out + ".1") as f:  # the dump of the window ("summary:" = all its threads' instructions)
             total = int(re.search(r"^summary: (\d+)", f.read(), re.M).group(1))
-        print(f"{args.src or 'installed'}: {total / args.invokes:,.0f} instructions per warm invoke "
+        annotated = subprocess.run(["callgrind_annotate", "--inclusive=yes", out + ".1"], capture_output=True,
+                                   text=True).stdout
+        m = re.search(r"^\s*([\d,]+) .*:__pyx_f_6uvloop_4loop___uv_stream_on_read ", annotated, re.M)
+        reads = int(m.group(1).replace(",", "")) if m else 0
+        print(f"{args.src or 'installed'}: {total / args.invokes:,.0f} instructions per warm invoke, "
+              f"{reads / args.invokes:,.0f} of them in socket reads (the invoke path; the rest: timers such as "
+              "the log flush, and tasks) "
               f"({args.invokes} invokes, {args.conns} conns, {wall:.1f} s)" + (f" -> {out}.1" if args.out else ""))
     finally:
         if proc.poll() is None:
