@@ -653,13 +653,15 @@ class HttpProtocol(asyncio.Protocol):
         prefix, middle, method, headers = self._shape  # type: ignore[misc]
         if not data.startswith(prefix):
             return None
-        end = data.find(middle, len(prefix), _MEMO_HEAD_BYTES)
-        if end < 0:
+        # (one-byte finds and startswith: a find of the whole middle costs ~1.4k instructions)
+        end = data.find(b" ", len(prefix), _MEMO_HEAD_BYTES)
+        if end < 0 or not data.startswith(middle, end):
             return None
         digits = end + len(middle)
-        stop = data.find(b"\r\n\r\n", digits, digits + 12)  # (at most 8 digits)
+        stop = data.find(b"\r", digits, digits + 9)  # (at most 8 digits)
         length = data[digits:stop]
-        if stop < 0 or not length.isdigit() or _PLAIN_TARGET.fullmatch(data, len(prefix) - 1, end) is None:
+        if stop < 0 or not length.isdigit() or not data.startswith(b"\r\n\r\n", stop) \
+                or _PLAIN_TARGET.fullmatch(data, len(prefix) - 1, end) is None:
             return None
         path = data[len(prefix) - 1:end].decode("latin-1")
         return stop + 4, (int(length), method, path, path, "", {**headers, "content-length": length.decode()})

@@ -51,10 +51,12 @@ def billed_ms(duration_ms: float, timeout_s: int, init_ms: float | None) -> int:
     Each part is taken as the REPORT line shows it (to 0.01 ms), so "Duration: 4.00 ms" bills 4 ms,
     never 5 ms for a 4.004 ms that the line cannot show.
     """
-    hundredths = int(min(duration_ms, timeout_s * 1000.0) * 100 + 0.5)
+    # (conditionals, not min() and max(): each builtin call costs ~700 instructions on Python 3.11)
+    capped = timeout_s * 1000.0
+    hundredths = int((duration_ms if duration_ms < capped else capped) * 100 + 0.5)
     if init_ms:
         hundredths += int(init_ms * 100 + 0.5)
-    return max(1, -(-hundredths // 100))
+    return -(-hundredths // 100) or 1
 
 
 def report(
