@@ -92,6 +92,7 @@ _CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # what a field value may not hol
 _FIELDS = re.compile(r"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+: [^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
 # A request target that is a plain path: llhttp takes it as is, and Request has nothing to unquote in it.
 _PLAIN_TARGET = re.compile(rb"/[A-Za-z0-9\-._~/]*")
+_PLAIN_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/"  # (the same, for translate)
 _CONTENT_LENGTH_LINE = b"\r\ncontent-length: "
 
 
@@ -660,8 +661,9 @@ class HttpProtocol(asyncio.Protocol):
         digits = end + len(middle)
         stop = data.find(b"\r", digits, digits + 9)  # (at most 8 digits)
         length = data[digits:stop]
+        # (what deleting the plain bytes leaves: ~2.5k instructions less than the regex's fullmatch)
         if stop < 0 or not length.isdigit() or not data.startswith(b"\r\n\r\n", stop) \
-                or _PLAIN_TARGET.fullmatch(data, len(prefix) - 1, end) is None:
+                or data[len(prefix):end].translate(None, _PLAIN_BYTES):
             return None
         path = data[len(prefix) - 1:end].decode("latin-1")
         return stop + 4, (int(length), method, path, path, "", {**headers, "content-length": length.decode()})
