@@ -485,6 +485,7 @@ class HttpProtocol(asyncio.Protocol):
         # a remembered head whose target and Content-Length vary (see _learn_shape):
         # (b"<method> /", the bytes from the target's end to the length's digits, method, headers)
         self._shape: tuple[bytes, bytes, str, dict[str, str]] | None = None
+        self._shape_source: bytes | None = None  # the head it was learned from, until another matches it
         self._current: Request | None = None
         self._last: Request | None = None  # the newest request whose headers arrived
         self._in_head = True  # between requests or inside a request line / headers
@@ -648,6 +649,7 @@ class HttpProtocol(asyncio.Protocol):
         if _PLAIN_TARGET.fullmatch(head, start, end) is not None \
                 and head[digits - len(_CONTENT_LENGTH_LINE):digits].lower() == _CONTENT_LENGTH_LINE:
             self._shape = (head[:start + 1], head[end:digits], method, headers)
+            self._shape_source = head
 
     def _shaped(self, data: bytes) -> tuple[int, tuple] | None:
         """(its head's length, its memo entry) if data starts with a request of the remembered shape."""
@@ -682,6 +684,9 @@ class HttpProtocol(asyncio.Protocol):
                 if self._shape is None or (shaped := self._shaped(data)) is None:
                     break
                 start, entry = shaped
+                if self._shape_source is not None:  # its target varies: the exact head will not come again
+                    memo.pop(self._shape_source, None)
+                    self._shape_source = None
             end = start + entry[0]
             if len(data) < end:
                 return data  # its body is not all here: parsed as it comes

@@ -236,6 +236,7 @@ async def test_a_runtimes_responses_of_any_id_and_size_are_taken_by_their_shape(
         c.send(post(f"/2018-06-01/runtime/invocation/id-{i}/response", body) + nxt)
     await until(lambda: len(h.seen) == 1 + 2 * len(bodies))
     assert parser.fed == len(nxt) + len(post("/2018-06-01/runtime/invocation/id-0/response", bodies[0]))
+    assert list(c.proto._memo) == [nxt]  # the first response's exact head went once the shape took another
     posted = [(s.method, s.path, s.raw_path, s.query, s.headers, s.body) for s in h.seen[1::2]]
     assert posted == [("POST", f"/2018-06-01/runtime/invocation/id-{i}/response",
                        f"/2018-06-01/runtime/invocation/id-{i}/response", "",

@@ -563,7 +563,7 @@ class ExecutionEnvironment:
         proc = self.process
         peak = 0
         if proc is not None:
-            peak = proc.sample_memory(max_age=1.0) if proc.alive else proc.peak_rss
+            peak = proc.sample_memory(1.0) if proc.alive else proc.peak_rss  # (max_age)
         used_mb = -(-peak // _MiB) or 1
         billed = platform_log.billed_ms(duration, self.spec.timeout_s, init_ms if self._bills_init else None)
         self._platform_lines(platform_log.now_ms(), (
