@@ -355,7 +355,7 @@ class Response:
         if self.started:
             raise RuntimeError("response already started")
         req = self._request
-        if req.method == "HEAD" or status < 200 or status in (204, 304):
+        if (status != 200 and (status < 200 or status in (204, 304))) or req.method == "HEAD":
             self.send(status, body, [tuple(line.split(": ", 1)) for line in fields.split("\r\n") if line])
             return
         self.started = self.finished = True

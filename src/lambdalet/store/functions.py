@@ -6,7 +6,7 @@ import json
 import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 
 @dataclass
@@ -16,10 +16,7 @@ class FunctionRecord:
     code_sha: str
     url_config: dict[str, Any] | None
     reserved_concurrency: int | None
-
-    @property
-    def version(self) -> str:
-        return "$LATEST"
+    version: ClassVar[str] = "$LATEST"  # (a class constant, not a property: read on every invoke)
 
     @property
     def pool_key(self) -> str:
