@@ -75,14 +75,20 @@ async def test_a_repeated_post_brings_its_body_and_a_cut_body_goes_to_the_parser
     assert len(c.answers()) == 4
 
 
-@aio
-async def test_a_runtimes_response_and_its_repeated_next_are_split_where_they_meet():
+async def _runtime_after_its_first_next():
+    """A connection that has sent a runtime's GET /next (taken): (harness, client, parser counter, the /next)."""
     h = Harness()
     c = h.connect()
     parser = counted(c)
     nxt = get("/2018-06-01/runtime/invocation/next")
     c.send(nxt)
     await until(lambda: len(h.seen) == 1)
+    return h, c, parser, nxt
+
+
+@aio
+async def test_a_runtimes_response_and_its_repeated_next_are_split_where_they_meet():
+    h, c, parser, nxt = await _runtime_after_its_first_next()
     response = post("/2018-06-01/runtime/invocation/abc/response", b'{"ok":1}')
     c.send(response + nxt)
     await until(lambda: len(h.seen) == 3)
@@ -225,12 +231,7 @@ async def test_a_repeated_head_brings_each_requests_own_body():
 
 @aio
 async def test_a_runtimes_responses_of_any_id_and_size_are_taken_by_their_shape():
-    h = Harness()
-    c = h.connect()
-    parser = counted(c)
-    nxt = get("/2018-06-01/runtime/invocation/next")
-    c.send(nxt)
-    await until(lambda: len(h.seen) == 1)
+    h, c, parser, nxt = await _runtime_after_its_first_next()
     bodies = [b'{"ok":1}', b"", b"x" * 3000, b'{"n":22}']  # (reads above 4 KB are parsed in slices)
     for i, body in enumerate(bodies):
         c.send(post(f"/2018-06-01/runtime/invocation/id-{i}/response", body) + nxt)
