@@ -400,7 +400,9 @@ def handler(event, context):
     del churn
     return {"uid": os.getuid(), "ppid": os.getppid(), "cwd": os.getcwd(), "root": os.environ["LAMBDA_TASK_ROOT"],
             "cmdline": open("/proc/self/cmdline").read().split("\\0"), "init": open("/proc/1/cmdline").read(),
-            "boto3": __import__("importlib.util").util.find_spec("boto3") is not None}
+            "boto3": __import__("importlib.util").util.find_spec("boto3") is not None,
+            "status": [line.split(":")[1].strip() for line in open("/proc/self/status")
+                       if line.startswith(("CapPrm:", "CapEff:", "NoNewPrivs:"))]}
 """
     for srv, boxed in _sandboxed_servers(server, unprivileged):
         name = unique_name("pyrt")
@@ -415,6 +417,8 @@ def handler(event, context):
                 assert body["ppid"] == 1 and body["root"] == "/var/task"
                 assert body["cmdline"][-3:] == ["/var/runtime/bootstrap.py", "app.handler", ""]
                 assert body["init"].split("\0")[0] == "/var/runtime/init"
+                # no capabilities (without root the runtime, never exec'd, joined a user namespace that gave it all)
+                assert body["status"] == ["0000000000000000", "0000000000000000", "1"], body["status"]
 
 
 def _kill_9_ends_everything(srv: Server) -> None:
